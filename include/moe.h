@@ -1,0 +1,146 @@
+/*
+ * moe.h — the public C API of the moe runtime.
+ *
+ * A model is an immutable, memory-mapped .moe file (moe_model); a context
+ * (moe_ctx) owns everything that changes while a sequence is evaluated: the KV
+ * cache, scratch memory and the position. Any number of contexts may share one
+ * model. Every call that can fail takes a moe_error and returns non-zero (or
+ * NULL) with a message naming the file, field or value that was wrong; the
+ * library never prints and never exits.
+ */
+#ifndef MOE_H
+#define MOE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define MOE_ERROR_MAX 512
+
+typedef struct moe_error {
+    char msg[MOE_ERROR_MAX];
+} moe_error;
+
+typedef struct moe_model moe_model;
+typedef struct moe_ctx moe_ctx;
+
+/* Element types of tensors in a .moe file. Values are part of the file format. */
+typedef enum moe_dtype {
+    MOE_F32 = 0,
+    MOE_F16 = 1,
+    MOE_BF16 = 2,
+    MOE_DTYPE_COUNT
+} moe_dtype;
+
+const char *moe_dtype_name(moe_dtype t);
+/* Parses "f32", "f16", "bf16"; returns -1 for anything else. */
+int moe_dtype_from_name(const char *name);
+
+/* How the query and key projections are normalized before RoPE. */
+typedef enum moe_qk_norm {
+    MOE_QK_NORM_NONE = 0,
+    MOE_QK_NORM_PER_HEAD = 1, /* Qwen3-MoE: RMSNorm over head_dim, each head */
+    MOE_QK_NORM_FULL = 2,     /* OLMoE: RMSNorm over the whole projection */
+} moe_qk_norm;
+
+typedef enum moe_rope_scaling {
+    MOE_ROPE_NONE = 0,
+    MOE_ROPE_LINEAR = 1,
+} moe_rope_scaling;
+
+#define MOE_MAX_LAYERS 512
+
+/* Everything the forward pass needs to know about a model. A family is a set
+ * of these values, never a separate code path. */
+typedef struct moe_hparams {
+    char architecture[64];     /* config.json architectures[0] */
+    int32_t n_vocab;
+    int32_t n_embd;            /* hidden_size */
+    int32_t n_layers;
+    int32_t n_heads;
+    int32_t n_kv_heads;
+    int32_t head_dim;
+    int32_t n_ctx_train;       /* max_position_embeddings */
+    float rms_eps;
+    float rope_theta;
+    int32_t rope_scaling;      /* moe_rope_scaling */
+    float rope_factor;
+    int32_t qk_norm;           /* moe_qk_norm */
+    float clip_qkv;            /* 0: no clamp */
+    int32_t attn_bias;         /* q, k, v projections have biases */
+
+    int32_t n_experts;
+    int32_t n_experts_used;    /* top-k */
+    int32_t expert_ffn;        /* width of one routed expert */
+    int32_t dense_ffn;         /* width of the FFN of dense layers */
+    int32_t shared_ffn;        /* width of the shared expert, 0 if none */
+    int32_t shared_gate;       /* shared expert scaled by sigmoid(x . w) */
+    int32_t norm_topk;         /* renormalize the top-k weights to sum 1 */
+    uint8_t layer_is_moe[MOE_MAX_LAYERS];
+
+    int32_t tie_embeddings;    /* output head is the embedding matrix */
+    int32_t bos_id, eos_id;    /* -1 when unknown */
+} moe_hparams;
+
+/* ---- model ---- */
+
+/* Maps and validates the file structure (header checksum, bounds, overlaps,
+ * sizes against shapes and dtypes, version). Weights are not copied. */
+moe_model *moe_model_open(const char *path, moe_error *err);
+void moe_model_close(moe_model *m);
+const moe_hparams *moe_model_hparams(const moe_model *m);
+
+/* Metadata strings (e.g. "general.source"); NULL when absent. */
+const char *moe_model_meta_str(const moe_model *m, const char *key);
+
+typedef struct moe_tensor_info {
+    const char *name;
+    moe_dtype dtype;
+    int n_dims;
+    int64_t dims[4];           /* dims[0] is the fastest-varying (row length) */
+    uint64_t offset;           /* from the start of the file */
+    uint64_t size;             /* bytes */
+} moe_tensor_info;
+
+int moe_model_n_tensors(const moe_model *m);
+void moe_model_tensor(const moe_model *m, int i, moe_tensor_info *out);
+uint64_t moe_model_file_size(const moe_model *m);
+
+/* Checks the XXH3-64 of every tensor. Calls on_bad for each tensor whose
+ * checksum differs (may be NULL) and returns how many did. */
+int moe_model_verify(const moe_model *m,
+                     void (*on_bad)(void *user, const char *tensor), void *user);
+
+/* Parameter counts: all weights, and those one token reads. */
+void moe_model_param_counts(const moe_model *m, uint64_t *total, uint64_t *active);
+
+/* ---- context ---- */
+
+typedef struct moe_ctx_params {
+    int32_t n_ctx;             /* positions in the KV cache; 0: min(n_ctx_train, 4096) */
+    int32_t n_batch;           /* tokens per forward chunk; 0: 64 */
+    int32_t n_threads;         /* 0: OpenMP's default */
+} moe_ctx_params;
+
+moe_ctx *moe_ctx_new(const moe_model *m, moe_ctx_params p, moe_error *err);
+void moe_ctx_free(moe_ctx *c);
+
+/* Evaluates n tokens at the next positions of the sequence, appending them to
+ * the KV cache. When logits is not NULL it receives n rows of n_vocab floats,
+ * one per token; when it is NULL only the last row is computed, available
+ * through moe_ctx_logits(). Returns 0, or non-zero with err set (e.g. the
+ * context is full or a token id is out of range). */
+int moe_eval(moe_ctx *c, const int32_t *tokens, int n, float *logits, moe_error *err);
+
+/* The logits of the last evaluated token (n_vocab floats). */
+const float *moe_ctx_logits(const moe_ctx *c);
+int32_t moe_ctx_pos(const moe_ctx *c);
+void moe_ctx_reset(moe_ctx *c);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,317 @@
+/*
+ * forward.c — the one forward pass, for every family, and the context that
+ * owns its state (KV cache, scratch). A family is only a set of switches in
+ * moe_hparams: q/k norm kind, attention biases, which layers are MoE, shared
+ * experts and their gate, top-k renormalization.
+ *
+ * Per layer, for a chunk of tokens at consecutive positions:
+ *   xn = rmsnorm(x); q,k,v = xn W (+b); [q/k norm]; [clamp]; RoPE(q, k)
+ *   append k, v to the cache; causal attention over the cache; x += o(att)
+ *   xn = rmsnorm(x); x += FFN(xn), FFN dense or: route, group tokens by
+ *   expert, run each chosen expert once over its group, weighted sum,
+ *   plus the shared expert (times sigmoid of its gate when it has one).
+ */
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/kernels.h"
+#include "moe/moe.h"
+#include "model.h"
+#include "util/error.h"
+
+struct moe_ctx {
+    const moe_model *m;
+    moe_expert_source experts;
+    int n_ctx, n_batch, n_threads;
+    int32_t pos;
+
+    float *k_cache, *v_cache;   /* [n_layers][n_ctx][n_kv_heads * head_dim] */
+    double *inv_freq;           /* head_dim / 2 RoPE frequencies */
+
+    /* scratch for one chunk of n_batch tokens */
+    float *x;                   /* n_batch x n_embd, the residual stream */
+    float *xn;                  /* n_batch x n_embd, normalized input of a block */
+    float *q;                   /* n_batch x n_heads * head_dim */
+    float *k, *v;               /* n_batch x n_kv_heads * head_dim */
+    float *att;                 /* n_batch x n_heads * head_dim */
+    float *out;                 /* n_batch x n_embd, a block's output */
+    float *ffn_gate, *ffn_up;   /* n_batch x max ffn width */
+    float *xg, *yg;             /* n_batch x n_embd, one expert's gathered rows */
+    float *router;              /* n_batch x n_experts */
+    int32_t *sel;               /* n_batch x top-k chosen experts */
+    float *sel_w;               /* n_batch x top-k their weights */
+    moe_groups groups;
+    float *scores;              /* n_threads x n_ctx attention scores */
+    float *logits;              /* n_vocab, the last token's logits */
+};
+
+static int max3(int a, int b, int c) { return a > b ? (a > c ? a : c) : (b > c ? b : c); }
+
+moe_ctx *moe_ctx_new(const moe_model *m, moe_ctx_params p, moe_error *err) {
+    const moe_hparams *hp = &m->hp;
+    moe_ctx *c = calloc(1, sizeof *c);
+    if (!c) {
+        moe_fail(err, "out of memory");
+        return NULL;
+    }
+    c->m = m;
+    c->experts = moe_expert_source_mmap(m);
+    c->n_ctx = p.n_ctx > 0 ? p.n_ctx : (hp->n_ctx_train < 4096 ? hp->n_ctx_train : 4096);
+    c->n_batch = p.n_batch > 0 ? p.n_batch : 64;
+    c->n_threads = p.n_threads > 0 ? p.n_threads : omp_get_max_threads();
+    const size_t B = (size_t)c->n_batch, E = (size_t)hp->n_embd;
+    const size_t qd = (size_t)hp->n_heads * hp->head_dim, kvd = (size_t)hp->n_kv_heads * hp->head_dim;
+    const size_t ffn = (size_t)max3(hp->expert_ffn, hp->dense_ffn, hp->shared_ffn);
+    const size_t n_exp = hp->n_experts ? (size_t)hp->n_experts : 1, topk = hp->n_experts_used ? (size_t)hp->n_experts_used : 1;
+    const size_t cache = (size_t)hp->n_layers * (size_t)c->n_ctx * kvd;
+
+    c->k_cache = malloc(cache * sizeof(float));
+    c->v_cache = malloc(cache * sizeof(float));
+    c->inv_freq = malloc((size_t)hp->head_dim / 2 * sizeof(double));
+    c->x = malloc(B * E * sizeof(float));
+    c->xn = malloc(B * E * sizeof(float));
+    c->q = malloc(B * qd * sizeof(float));
+    c->k = malloc(B * kvd * sizeof(float));
+    c->v = malloc(B * kvd * sizeof(float));
+    c->att = malloc(B * qd * sizeof(float));
+    c->out = malloc(B * E * sizeof(float));
+    c->ffn_gate = malloc(B * ffn * sizeof(float));
+    c->ffn_up = malloc(B * ffn * sizeof(float));
+    c->xg = malloc(B * E * sizeof(float));
+    c->yg = malloc(B * E * sizeof(float));
+    c->router = malloc(B * n_exp * sizeof(float));
+    c->sel = malloc(B * topk * sizeof(int32_t));
+    c->sel_w = malloc(B * topk * sizeof(float));
+    c->groups.start = malloc((n_exp + 1) * sizeof(int32_t));
+    c->groups.token = malloc(B * topk * sizeof(int32_t));
+    c->groups.weight = malloc(B * topk * sizeof(float));
+    c->scores = malloc((size_t)c->n_threads * (size_t)c->n_ctx * sizeof(float));
+    c->logits = malloc((size_t)hp->n_vocab * sizeof(float));
+    if (!c->k_cache || !c->v_cache || !c->inv_freq || !c->x || !c->xn || !c->q || !c->k || !c->v ||
+        !c->att || !c->out || !c->ffn_gate || !c->ffn_up || !c->xg || !c->yg || !c->router || !c->sel ||
+        !c->sel_w || !c->groups.start || !c->groups.token || !c->groups.weight || !c->scores || !c->logits) {
+        moe_fail(err, "out of memory for a context of %d positions (KV cache %zu MiB)", c->n_ctx,
+                 2 * cache * sizeof(float) >> 20);
+        moe_ctx_free(c);
+        return NULL;
+    }
+    for (int i = 0; i < hp->head_dim / 2; i++)
+        c->inv_freq[i] = 1.0 / pow((double)hp->rope_theta, 2.0 * i / hp->head_dim);
+    return c;
+}
+
+void moe_ctx_free(moe_ctx *c) {
+    if (!c) return;
+    void *bufs[] = {c->k_cache, c->v_cache, c->inv_freq, c->x, c->xn, c->q, c->k, c->v, c->att, c->out,
+                    c->ffn_gate, c->ffn_up, c->xg, c->yg, c->router, c->sel, c->sel_w, c->groups.start,
+                    c->groups.token, c->groups.weight, c->scores, c->logits};
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) free(bufs[i]);
+    free(c);
+}
+
+const float *moe_ctx_logits(const moe_ctx *c) { return c->logits; }
+int32_t moe_ctx_pos(const moe_ctx *c) { return c->pos; }
+void moe_ctx_reset(moe_ctx *c) { c->pos = 0; }
+
+/* Rotates pairs (i, i + half) of each head, as Hugging Face's rotate_half. */
+static void rope(const moe_ctx *c, float *v, int n_heads, int pos) {
+    const moe_hparams *hp = &c->m->hp;
+    const int half = hp->head_dim / 2;
+    double p = hp->rope_scaling == MOE_ROPE_LINEAR ? pos / (double)hp->rope_factor : pos;
+    for (int i = 0; i < half; i++) {
+        double a = p * c->inv_freq[i];
+        float cs = (float)cos(a), sn = (float)sin(a);
+        for (int h = 0; h < n_heads; h++) {
+            float *x = v + h * hp->head_dim;
+            float x0 = x[i], x1 = x[i + half];
+            x[i] = x0 * cs - x1 * sn;
+            x[i + half] = x1 * cs + x0 * sn;
+        }
+    }
+}
+
+static void add_bias(float *y, const moe_weight *b, int n_tok) {
+    const float *bd = b->data;
+    for (int t = 0; t < n_tok; t++)
+        for (int64_t i = 0; i < b->cols; i++) y[t * b->cols + i] += bd[i];
+}
+
+/* Normalizes q or k in place: per head (weight of head_dim) or whole row. */
+static void qk_norm(const moe_hparams *hp, float *v, const moe_weight *w, int n_tok, int n_heads) {
+    const int row = n_heads * hp->head_dim;
+    const int span = hp->qk_norm == MOE_QK_NORM_PER_HEAD ? hp->head_dim : row;
+    for (int t = 0; t < n_tok; t++)
+        for (int s = 0; s < row; s += span) moe_rmsnorm(v + t * row + s, v + t * row + s, w->data, span, hp->rms_eps);
+}
+
+static void clamp(float *v, size_t n, float lim) {
+    for (size_t i = 0; i < n; i++) v[i] = v[i] > lim ? lim : (v[i] < -lim ? -lim : v[i]);
+}
+
+static void attention(moe_ctx *c, int layer, int n_tok) {
+    const moe_hparams *hp = &c->m->hp;
+    const moe_layer *L = &c->m->layers[layer];
+    const int hd = hp->head_dim, qd = hp->n_heads * hd, kvd = hp->n_kv_heads * hd;
+    const int pos0 = c->pos;
+
+    moe_matmul(c->q, &L->w[LT_Q], c->xn, n_tok);
+    moe_matmul(c->k, &L->w[LT_K], c->xn, n_tok);
+    moe_matmul(c->v, &L->w[LT_V], c->xn, n_tok);
+    if (hp->attn_bias) {
+        add_bias(c->q, &L->w[LT_Q_BIAS], n_tok);
+        add_bias(c->k, &L->w[LT_K_BIAS], n_tok);
+        add_bias(c->v, &L->w[LT_V_BIAS], n_tok);
+    }
+    if (hp->qk_norm != MOE_QK_NORM_NONE) {
+        qk_norm(hp, c->q, &L->w[LT_Q_NORM], n_tok, hp->n_heads);
+        qk_norm(hp, c->k, &L->w[LT_K_NORM], n_tok, hp->n_kv_heads);
+    }
+    if (hp->clip_qkv > 0) {
+        clamp(c->q, (size_t)n_tok * qd, hp->clip_qkv);
+        clamp(c->k, (size_t)n_tok * kvd, hp->clip_qkv);
+        clamp(c->v, (size_t)n_tok * kvd, hp->clip_qkv);
+    }
+    float *kc = c->k_cache + (size_t)layer * c->n_ctx * kvd;
+    float *vc = c->v_cache + (size_t)layer * c->n_ctx * kvd;
+    for (int t = 0; t < n_tok; t++) {
+        rope(c, c->q + t * qd, hp->n_heads, pos0 + t);
+        rope(c, c->k + t * kvd, hp->n_kv_heads, pos0 + t);
+        memcpy(kc + (size_t)(pos0 + t) * kvd, c->k + t * kvd, kvd * sizeof(float));
+        memcpy(vc + (size_t)(pos0 + t) * kvd, c->v + t * kvd, kvd * sizeof(float));
+    }
+
+    const int group = hp->n_heads / hp->n_kv_heads;
+    const float scale = 1.0f / sqrtf((float)hd);
+    #pragma omp parallel for schedule(dynamic, 1) collapse(2)
+    for (int t = 0; t < n_tok; t++) {
+        for (int h = 0; h < hp->n_heads; h++) {
+            float *s = c->scores + (size_t)omp_get_thread_num() * c->n_ctx;
+            const float *qh = c->q + t * qd + h * hd;
+            const int kvh = h / group, n_pos = pos0 + t + 1;
+            float max = -INFINITY;
+            for (int p = 0; p < n_pos; p++) {
+                const float *kp = kc + (size_t)p * kvd + kvh * hd;
+                float d = 0;
+                for (int i = 0; i < hd; i++) d += qh[i] * kp[i];
+                s[p] = d * scale;
+                max = s[p] > max ? s[p] : max;
+            }
+            float sum = 0;
+            for (int p = 0; p < n_pos; p++) sum += (s[p] = expf(s[p] - max));
+            float *o = c->att + t * qd + h * hd;
+            for (int i = 0; i < hd; i++) o[i] = 0;
+            for (int p = 0; p < n_pos; p++) {
+                const float *vp = vc + (size_t)p * kvd + kvh * hd;
+                const float a = s[p] / sum;
+                for (int i = 0; i < hd; i++) o[i] += a * vp[i];
+            }
+        }
+    }
+    moe_matmul(c->out, &L->w[LT_O], c->att, n_tok);
+}
+
+/* out = down(silu(gate(in)) * up(in)) for n rows. */
+static void swiglu_ffn(moe_ctx *c, float *out, const moe_weight *gate, const moe_weight *up,
+                       const moe_weight *down, const float *in, int n) {
+    moe_matmul(c->ffn_gate, gate, in, n);
+    moe_matmul(c->ffn_up, up, in, n);
+    moe_swiglu(c->ffn_gate, c->ffn_up, (int64_t)n * gate->rows);
+    moe_matmul(out, down, c->ffn_gate, n);
+}
+
+static void moe_ffn(moe_ctx *c, int layer, int n_tok) {
+    const moe_hparams *hp = &c->m->hp;
+    const moe_layer *L = &c->m->layers[layer];
+    const int E = hp->n_embd, k = hp->n_experts_used;
+
+    moe_matmul(c->router, &L->w[LT_ROUTER], c->xn, n_tok);
+    for (int t = 0; t < n_tok; t++)
+        moe_route_softmax_topk(c->router + t * hp->n_experts, hp->n_experts, k, hp->norm_topk,
+                               c->sel + t * k, c->sel_w + t * k);
+    moe_group_by_expert(&c->groups, c->sel, c->sel_w, n_tok, k, hp->n_experts);
+
+    memset(c->out, 0, (size_t)n_tok * E * sizeof(float));
+    for (int e = 0; e < hp->n_experts; e++) {
+        const int s0 = c->groups.start[e], n = c->groups.start[e + 1] - s0;
+        if (!n) continue;
+        for (int j = 0; j < n; j++)
+            memcpy(c->xg + (size_t)j * E, c->xn + (size_t)c->groups.token[s0 + j] * E, E * sizeof(float));
+        const moe_weight *w = c->experts.acquire(c->experts.self, layer, e);
+        swiglu_ffn(c, c->yg, &w[ET_GATE], &w[ET_UP], &w[ET_DOWN], c->xg, n);
+        c->experts.release(c->experts.self, layer, e);
+        for (int j = 0; j < n; j++) {
+            float *o = c->out + (size_t)c->groups.token[s0 + j] * E;
+            const float *y = c->yg + (size_t)j * E, wt = c->groups.weight[s0 + j];
+            for (int i = 0; i < E; i++) o[i] += wt * y[i];
+        }
+    }
+
+    if (hp->shared_ffn > 0) {
+        swiglu_ffn(c, c->yg, &L->w[LT_SHARED_GATE], &L->w[LT_SHARED_UP], &L->w[LT_SHARED_DOWN], c->xn, n_tok);
+        /* The router logits are consumed by now; reuse them for the gate. */
+        if (hp->shared_gate) moe_matmul(c->router, &L->w[LT_SHARED_ROUTER], c->xn, n_tok);
+        for (int t = 0; t < n_tok; t++) {
+            const float g = hp->shared_gate ? 1.0f / (1.0f + expf(-c->router[t])) : 1.0f;
+            for (int i = 0; i < E; i++) c->out[(size_t)t * E + i] += g * c->yg[(size_t)t * E + i];
+        }
+    }
+}
+
+static void add_to_residual(moe_ctx *c, int n_tok) {
+    const size_t n = (size_t)n_tok * c->m->hp.n_embd;
+    for (size_t i = 0; i < n; i++) c->x[i] += c->out[i];
+}
+
+static void norm_rows(const moe_ctx *c, float *out, const float *in, const moe_weight *w, int n_tok) {
+    const int E = c->m->hp.n_embd;
+    for (int t = 0; t < n_tok; t++) moe_rmsnorm(out + t * E, in + t * E, w->data, E, c->m->hp.rms_eps);
+}
+
+/* One chunk of at most n_batch tokens. logits: n_tok rows, or NULL for only
+ * the last row into c->logits. */
+static void forward_chunk(moe_ctx *c, const int32_t *tokens, int n_tok, float *logits) {
+    const moe_model *m = c->m;
+    const moe_hparams *hp = &m->hp;
+    const int E = hp->n_embd;
+    for (int t = 0; t < n_tok; t++) moe_weight_row(&m->token_embd, tokens[t], c->x + (size_t)t * E);
+
+    for (int l = 0; l < hp->n_layers; l++) {
+        const moe_layer *L = &m->layers[l];
+        norm_rows(c, c->xn, c->x, &L->w[LT_ATTN_NORM], n_tok);
+        attention(c, l, n_tok);
+        add_to_residual(c, n_tok);
+        norm_rows(c, c->xn, c->x, &L->w[LT_FFN_NORM], n_tok);
+        if (hp->layer_is_moe[l]) moe_ffn(c, l, n_tok);
+        else swiglu_ffn(c, c->out, &L->w[LT_DENSE_GATE], &L->w[LT_DENSE_UP], &L->w[LT_DENSE_DOWN], c->xn, n_tok);
+        add_to_residual(c, n_tok);
+    }
+
+    if (logits) {
+        norm_rows(c, c->xn, c->x, &m->output_norm, n_tok);
+        moe_matmul(logits, &m->output, c->xn, n_tok);
+        memcpy(c->logits, logits + (size_t)(n_tok - 1) * hp->n_vocab, (size_t)hp->n_vocab * sizeof(float));
+    } else {
+        norm_rows(c, c->xn, c->x + (size_t)(n_tok - 1) * E, &m->output_norm, 1);
+        moe_matmul(c->logits, &m->output, c->xn, 1);
+    }
+    c->pos += n_tok;
+}
+
+int moe_eval(moe_ctx *c, const int32_t *tokens, int n, float *logits, moe_error *err) {
+    const moe_hparams *hp = &c->m->hp;
+    if (n <= 0) return moe_fail(err, "nothing to evaluate: %d tokens", n);
+    if (c->pos + n > c->n_ctx)
+        return moe_fail(err, "context full: %d positions used, %d more do not fit in %d", c->pos, n, c->n_ctx);
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= hp->n_vocab)
+            return moe_fail(err, "token id %d at position %d is outside the vocabulary [0, %d)", tokens[i], i,
+                            hp->n_vocab);
+    omp_set_num_threads(c->n_threads);
+    for (int i = 0; i < n; i += c->n_batch) {
+        int chunk = n - i < c->n_batch ? n - i : c->n_batch;
+        forward_chunk(c, tokens + i, chunk, logits ? logits + (size_t)i * hp->n_vocab : NULL);
+    }
+    return 0;
+}

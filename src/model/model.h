@@ -1,0 +1,88 @@
+/*
+ * model.h — the model as the forward pass sees it: hyperparameters and every
+ * weight bound to its place in the mapped file. Also the two tables that
+ * moe-convert and the runtime share, so that they cannot disagree: the
+ * metadata keys of the hyperparameters, and the canonical tensors of a layer
+ * with the shape each must have.
+ */
+#ifndef MOE_MODEL_H
+#define MOE_MODEL_H
+
+#include "format/format.h"
+#include "moe.h"
+
+/* A weight matrix (or vector) inside the mapping: rows of `cols` elements. */
+typedef struct moe_weight {
+    const void *data;            /* NULL when the model has no such tensor */
+    moe_dtype dtype;
+    int64_t rows, cols;
+} moe_weight;
+
+/* Tensors of one layer. Shapes are written rows x cols; cols is the input. */
+typedef enum moe_layer_tensor {
+    LT_ATTN_NORM,   /* n_embd */
+    LT_Q,           /* (n_heads * head_dim) x n_embd */
+    LT_K,           /* (n_kv_heads * head_dim) x n_embd */
+    LT_V,           /* (n_kv_heads * head_dim) x n_embd */
+    LT_O,           /* n_embd x (n_heads * head_dim) */
+    LT_Q_BIAS,      /* n_heads * head_dim */
+    LT_K_BIAS,      /* n_kv_heads * head_dim */
+    LT_V_BIAS,      /* n_kv_heads * head_dim */
+    LT_Q_NORM,      /* head_dim (per head) or n_heads * head_dim (full) */
+    LT_K_NORM,      /* head_dim (per head) or n_kv_heads * head_dim (full) */
+    LT_FFN_NORM,    /* n_embd */
+    LT_ROUTER,      /* n_experts x n_embd */
+    LT_DENSE_GATE,  /* dense_ffn x n_embd */
+    LT_DENSE_UP,    /* dense_ffn x n_embd */
+    LT_DENSE_DOWN,  /* n_embd x dense_ffn */
+    LT_SHARED_GATE, /* shared_ffn x n_embd */
+    LT_SHARED_UP,   /* shared_ffn x n_embd */
+    LT_SHARED_DOWN, /* n_embd x shared_ffn */
+    LT_SHARED_ROUTER, /* 1 x n_embd: the scalar gate of the shared expert */
+    LT_COUNT
+} moe_layer_tensor;
+
+/* The three tensors of each routed expert: gate and up are expert_ffn x
+ * n_embd, down is n_embd x expert_ffn. */
+typedef enum moe_expert_tensor { ET_GATE, ET_UP, ET_DOWN, ET_COUNT } moe_expert_tensor;
+
+/* Canonical name of a layer tensor ("blk.3.attn_q") or an expert tensor
+ * ("blk.3.exp.17.gate"), written into buf. */
+void moe_layer_tensor_name(char *buf, size_t n, int layer, moe_layer_tensor t);
+void moe_expert_tensor_name(char *buf, size_t n, int layer, int expert, moe_expert_tensor t);
+#define MOE_NAME_TOKEN_EMBD "token_embd"
+#define MOE_NAME_OUTPUT_NORM "output_norm"
+#define MOE_NAME_OUTPUT "output"
+
+/* Whether layer l has tensor t, and its expected shape (rows, cols; rows is 1
+ * for vectors, which are stored with one dimension). */
+int moe_layer_tensor_present(const moe_hparams *hp, int layer, moe_layer_tensor t);
+void moe_layer_tensor_shape(const moe_hparams *hp, moe_layer_tensor t, int64_t *rows, int64_t *cols);
+void moe_expert_tensor_shape(const moe_hparams *hp, moe_expert_tensor t, int64_t *rows, int64_t *cols);
+int moe_tensor_is_vector(moe_layer_tensor t);
+
+/* Hyperparameters to and from the file's metadata ("moe.n_embd", ...). */
+void moe_hparams_write(const moe_hparams *hp, moef_writer *w);
+int moe_hparams_read(moe_hparams *hp, const moef_file *f, moe_error *err);
+/* Checks ranges and consistency (e.g. top-k <= experts); err names the field. */
+int moe_hparams_check(const moe_hparams *hp, moe_error *err);
+
+typedef struct moe_layer {
+    moe_weight w[LT_COUNT];
+} moe_layer;
+
+struct moe_model {
+    moef_file file;
+    moe_hparams hp;
+    moe_weight token_embd;       /* n_vocab x n_embd */
+    moe_weight output_norm;      /* n_embd */
+    moe_weight output;           /* n_vocab x n_embd (the embedding when tied) */
+    moe_layer *layers;           /* n_layers */
+    moe_weight *experts;         /* [n_layers][n_experts][ET_COUNT]; empty for dense layers */
+};
+
+static inline const moe_weight *moe_model_expert(const moe_model *m, int layer, int e) {
+    return &m->experts[((size_t)layer * (size_t)m->hp.n_experts + (size_t)e) * ET_COUNT];
+}
+
+#endif

@@ -1,0 +1,272 @@
+/*
+ * moe-cli — the command-line face of the runtime.
+ *
+ *   moe-cli info -m FILE [--verify]        model card; --verify checks every checksum
+ *   moe-cli run  -m FILE --tokens 1,2,3 -n N [--logits-out PATH] [-t THREADS] [-c CTX] [--temp 0]
+ *
+ * `run` prints the generated token ids, comma-separated, as the last line of
+ * stdout. --logits-out writes float32 little-endian logits, one row of n_vocab
+ * per evaluated position: every prompt position, then one row per generated
+ * token (each generated token is evaluated, so there are P + N rows). Tests
+ * and outside checks rely on this interface: keep it stable.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "moe.h"
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: moe-cli info -m FILE [--verify]\n"
+            "       moe-cli run -m FILE --tokens ID,ID,... [-n N] [--logits-out PATH] [-t THREADS] [-c CTX] [--temp 0]\n");
+}
+
+/* ---- info ---- */
+
+static const char *tensor_class(const char *name) {
+    if (!strcmp(name, "token_embd")) return "embed";
+    if (!strcmp(name, "output")) return "output";
+    if (strstr(name, "_norm")) return "norms";
+    if (strstr(name, ".exp.")) return "experts";
+    if (strstr(name, ".shexp_router") || strstr(name, ".router")) return "router";
+    if (strstr(name, ".shexp_")) return "shared experts";
+    if (strstr(name, ".attn_")) return "attention";
+    if (strstr(name, ".ffn_")) return "dense ffn";
+    return "other";
+}
+
+static void print_dtypes(const moe_model *m) {
+    static const char *const classes[] = {"embed", "attention", "router", "experts", "shared experts",
+                                          "dense ffn", "norms", "output", "other"};
+    for (size_t c = 0; c < sizeof classes / sizeof *classes; c++) {
+        unsigned seen = 0;
+        for (int i = 0; i < moe_model_n_tensors(m); i++) {
+            moe_tensor_info t;
+            moe_model_tensor(m, i, &t);
+            if (!strcmp(tensor_class(t.name), classes[c])) seen |= 1u << t.dtype;
+        }
+        if (!seen) continue;
+        printf("  %-15s", classes[c]);
+        for (int d = 0; d < MOE_DTYPE_COUNT; d++)
+            if (seen & (1u << d)) printf(" %s", moe_dtype_name((moe_dtype)d));
+        printf("\n");
+    }
+}
+
+static void on_bad_tensor(void *user, const char *name) {
+    fprintf(stderr, "%s: checksum mismatch in tensor %s\n", (const char *)user, name);
+}
+
+static int cmd_info(const char *path, int verify) {
+    moe_error err = {{0}};
+    moe_model *m = moe_model_open(path, &err);
+    if (!m) {
+        fprintf(stderr, "moe-cli: %s\n", err.msg);
+        return 1;
+    }
+    const moe_hparams *hp = moe_model_hparams(m);
+    uint64_t total, active;
+    moe_model_param_counts(m, &total, &active);
+    int n_moe = 0;
+    for (int l = 0; l < hp->n_layers; l++) n_moe += hp->layer_is_moe[l];
+    const char *s;
+    printf("file:            %s (%.2f MiB)\n", path, moe_model_file_size(m) / 1048576.0);
+    printf("family:          %s\n", hp->architecture);
+    if ((s = moe_model_meta_str(m, "general.source"))) printf("source:          %s\n", s);
+    if ((s = moe_model_meta_str(m, "general.converter"))) printf("converter:       %s\n", s);
+    if ((s = moe_model_meta_str(m, "general.recipe"))) printf("recipe:          %s\n", s);
+    printf("layers:          %d (%d MoE, %d dense)\n", hp->n_layers, n_moe, hp->n_layers - n_moe);
+    printf("hidden size:     %d\n", hp->n_embd);
+    printf("attention:       %d heads, %d kv heads, head dim %d%s%s\n", hp->n_heads, hp->n_kv_heads, hp->head_dim,
+           hp->qk_norm == MOE_QK_NORM_PER_HEAD ? ", q/k norm per head"
+           : hp->qk_norm == MOE_QK_NORM_FULL   ? ", q/k norm over the projection" : "",
+           hp->attn_bias ? ", qkv bias" : "");
+    printf("vocabulary:      %d\n", hp->n_vocab);
+    printf("context (train): %d, rope theta %g\n", hp->n_ctx_train, hp->rope_theta);
+    printf("experts:         %d, %d per token, width %d%s\n", hp->n_experts, hp->n_experts_used, hp->expert_ffn,
+           hp->norm_topk ? ", top-k renormalized" : "");
+    if (hp->shared_ffn) printf("shared experts:  1, width %d%s\n", hp->shared_ffn, hp->shared_gate ? ", sigmoid-gated" : "");
+    else printf("shared experts:  0\n");
+    printf("parameters:      %.3f M total, %.3f M active per token\n", total / 1e6, active / 1e6);
+    printf("tensors:         %d\n", moe_model_n_tensors(m));
+    printf("dtypes:\n");
+    print_dtypes(m);
+    int rc = 0;
+    if (verify) {
+        int bad = moe_model_verify(m, on_bad_tensor, (void *)path);
+        if (bad) {
+            fprintf(stderr, "moe-cli: %s: %d tensor%s failed verification\n", path, bad, bad == 1 ? "" : "s");
+            rc = 1;
+        } else {
+            printf("verify:          all %d tensor checksums match\n", moe_model_n_tensors(m));
+        }
+    }
+    moe_model_close(m);
+    return rc;
+}
+
+/* ---- run ---- */
+
+static int parse_tokens(const char *s, int32_t **out, int *n) {
+    int cap = 16, k = 0;
+    int32_t *v = malloc((size_t)cap * sizeof *v);
+    if (!v) return -1;
+    while (*s) {
+        char *end;
+        errno = 0;
+        long x = strtol(s, &end, 10);
+        if (end == s || errno || x < 0 || x > INT32_MAX || (*end && *end != ',')) {
+            fprintf(stderr, "moe-cli: --tokens: \"%s\" is not a comma-separated list of token ids\n", s);
+            free(v);
+            return -1;
+        }
+        if (k == cap) {
+            int32_t *w = realloc(v, (size_t)(cap *= 2) * sizeof *v);
+            if (!w) { free(v); return -1; }
+            v = w;
+        }
+        v[k++] = (int32_t)x;
+        s = *end ? end + 1 : end;
+    }
+    *out = v;
+    *n = k;
+    return 0;
+}
+
+static int argmax(const float *v, int n) {
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (v[i] > v[best]) best = i;
+    return best;
+}
+
+typedef struct run_opts {
+    const char *model, *tokens, *logits_out;
+    int n_predict, n_threads, n_ctx;
+    double temp;
+} run_opts;
+
+static int cmd_run(const run_opts *o) {
+    if (!o->tokens) {
+        fprintf(stderr, "moe-cli run: --tokens is required (text prompts arrive with the tokenizer)\n");
+        return 2;
+    }
+    if (o->temp != 0) {
+        fprintf(stderr, "moe-cli run: --temp %g: only greedy decoding (--temp 0) is available yet\n", o->temp);
+        return 2;
+    }
+    int32_t *prompt = NULL;
+    int n_prompt = 0;
+    if (parse_tokens(o->tokens, &prompt, &n_prompt)) return 2;
+    if (n_prompt == 0) {
+        fprintf(stderr, "moe-cli run: --tokens is empty\n");
+        free(prompt);
+        return 2;
+    }
+    moe_error err = {{0}};
+    moe_model *m = moe_model_open(o->model, &err);
+    moe_ctx *c = NULL;
+    float *logits = NULL;
+    FILE *lf = NULL;
+    char *tmp = NULL;
+    int rc = 1;
+    if (!m) goto fail;
+    const int V = moe_model_hparams(m)->n_vocab;
+    int n_ctx = o->n_ctx > 0 ? o->n_ctx : n_prompt + o->n_predict;
+    c = moe_ctx_new(m, (moe_ctx_params){.n_ctx = n_ctx, .n_threads = o->n_threads}, &err);
+    if (!c) goto fail;
+    logits = malloc((size_t)n_prompt * (size_t)V * sizeof(float));
+    if (!logits) {
+        snprintf(err.msg, sizeof err.msg, "out of memory for %d rows of logits", n_prompt);
+        goto fail;
+    }
+    if (o->logits_out) {
+        size_t n = strlen(o->logits_out) + 8;
+        tmp = malloc(n);
+        if (tmp) snprintf(tmp, n, "%s.tmp", o->logits_out);
+        if (!tmp || !(lf = fopen(tmp, "wb"))) {
+            snprintf(err.msg, sizeof err.msg, "%s: cannot create: %s", o->logits_out, strerror(errno));
+            goto fail;
+        }
+    }
+    if (moe_eval(c, prompt, n_prompt, lf ? logits : NULL, &err)) goto fail;
+    if (lf && fwrite(logits, sizeof(float), (size_t)n_prompt * V, lf) != (size_t)n_prompt * V) goto write_fail;
+    for (int i = 0; i < o->n_predict; i++) {
+        int32_t tok = argmax(moe_ctx_logits(c), V);
+        if (moe_eval(c, &tok, 1, NULL, &err)) goto fail;
+        printf("%s%d", i ? "," : "", tok);
+        if (lf && fwrite(moe_ctx_logits(c), sizeof(float), (size_t)V, lf) != (size_t)V) goto write_fail;
+    }
+    printf("\n");
+    if (lf) {
+        int bad = fclose(lf);
+        lf = NULL;
+        if (bad || rename(tmp, o->logits_out)) goto write_fail;
+    }
+    rc = 0;
+    goto done;
+write_fail:
+    snprintf(err.msg, sizeof err.msg, "%s: write failed: %s", o->logits_out, strerror(errno));
+fail:
+    fprintf(stderr, "moe-cli: %s\n", err.msg);
+done:
+    if (lf) fclose(lf);
+    if (rc && tmp) unlink(tmp);
+    free(tmp);
+    free(logits);
+    free(prompt);
+    moe_ctx_free(c);
+    moe_model_close(m);
+    return rc;
+}
+
+static int int_arg(const char *flag, const char *v, int *out) {
+    char *end;
+    long x = strtol(v, &end, 10);
+    if (!*v || *end || x < 0 || x > 1 << 30) {
+        fprintf(stderr, "moe-cli: %s expects a non-negative integer, got \"%s\"\n", flag, v);
+        return -1;
+    }
+    *out = (int)x;
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    const char *cmd = argv[1];
+    run_opts o = {.n_predict = 16};
+    int verify = 0;
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int takes = 1;
+        if (!strcmp(a, "--verify")) { verify = 1; takes = 0; }
+        else if (!v) { fprintf(stderr, "moe-cli: %s needs a value\n", a); return 2; }
+        else if (!strcmp(a, "-m") || !strcmp(a, "--model")) o.model = v;
+        else if (!strcmp(a, "--tokens")) o.tokens = v;
+        else if (!strcmp(a, "--logits-out")) o.logits_out = v;
+        else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) { if (int_arg(a, v, &o.n_predict)) return 2; }
+        else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) { if (int_arg(a, v, &o.n_threads)) return 2; }
+        else if (!strcmp(a, "-c") || !strcmp(a, "--ctx-size")) { if (int_arg(a, v, &o.n_ctx)) return 2; }
+        else if (!strcmp(a, "--temp")) {
+            char *end;
+            o.temp = strtod(v, &end);
+            if (*end) { fprintf(stderr, "moe-cli: --temp expects a number, got \"%s\"\n", v); return 2; }
+        } else { fprintf(stderr, "moe-cli: unknown option %s\n", a); usage(stderr); return 2; }
+        i += takes;
+    }
+    if (!o.model) {
+        fprintf(stderr, "moe-cli %s: -m FILE is required\n", cmd);
+        return 2;
+    }
+    if (!strcmp(cmd, "info")) return cmd_info(o.model, verify);
+    if (!strcmp(cmd, "run")) return cmd_run(&o);
+    fprintf(stderr, "moe-cli: unknown command \"%s\"\n", cmd);
+    usage(stderr);
+    return 2;
+}

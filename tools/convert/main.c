@@ -1,0 +1,275 @@
+/*
+ * moe-convert — turns a Hugging Face checkpoint directory into one .moe file.
+ *
+ *   moe-convert HF_DIR -o OUT.moe [--quant f32|f16|bf16]
+ *
+ * Plans every tensor first (name map, shape check against config.json), so a
+ * bad checkpoint fails before anything is written; then streams one tensor at
+ * a time from the mapped safetensors into the writer, which only renames the
+ * finished file into place. Ctrl-C or a kill removes the temporary file.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "families.h"
+#include "format/format.h"
+#include "model/model.h"
+#include "safetensors.h"
+#include "util/error.h"
+#include "util/file.h"
+#include "util/half.h"
+
+#define CONVERTER_VERSION "moe-convert 0.1.0"
+
+typedef struct job {
+    char name[96];         /* canonical */
+    const st_tensor *src;
+    moe_dtype dtype;
+    int n_dims;
+    int64_t dims[2];       /* cols, rows */
+    uint64_t align;
+} job;
+
+typedef struct plan {
+    job *jobs;
+    int n, cap;
+} plan;
+
+/* The temporary output, removed by the signal handler. A program-level
+ * global because a signal handler can reach nothing else. */
+static char temp_path[4096];
+
+static void on_signal(int sig) {
+    if (temp_path[0]) unlink(temp_path);
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: moe-convert HF_DIR -o OUT.moe [--quant f32|f16|bf16]\n"
+            "  Converts a Hugging Face checkpoint (config.json + safetensors) to a .moe file.\n"
+            "  --quant T   element type of the weight matrices (default f32; norms and router stay f32)\n"
+            "  supported model_type: %s\n",
+            moe_family_list());
+}
+
+static int st_shape_matches(const st_tensor *t, int vector, int64_t rows, int64_t cols) {
+    if (vector) return t->n_dims == 1 && t->shape[0] == cols;
+    return t->n_dims == 2 && t->shape[0] == rows && t->shape[1] == cols;
+}
+
+static int add_job(plan *p, const st_checkpoint *ck, const char *dir, const char *hf_name, const char *canon,
+                   int vector, int64_t rows, int64_t cols, moe_dtype dtype, uint64_t align, moe_error *err) {
+    const st_tensor *t = st_find(ck, hf_name);
+    if (!t) return moe_fail(err, "%s: tensor %s is missing from the checkpoint", dir, hf_name);
+    if (t->dtype == ST_OTHER)
+        return moe_fail(err, "%s: tensor %s has dtype %s, which is not supported (F32, F16, BF16)", st_path(ck, t),
+                        hf_name, t->dtype_name);
+    if (!st_shape_matches(t, vector, rows, cols)) {
+        char got[128] = "";
+        for (int d = 0; d < t->n_dims; d++) {
+            size_t k = strlen(got);
+            snprintf(got + k, sizeof got - k, "%s%lld", d ? ", " : "", (long long)t->shape[d]);
+        }
+        if (vector) return moe_fail(err, "%s: tensor %s has shape [%s], config.json implies [%lld]",
+                                    st_path(ck, t), hf_name, got, (long long)cols);
+        return moe_fail(err, "%s: tensor %s has shape [%s], config.json implies [%lld, %lld]", st_path(ck, t),
+                        hf_name, got, (long long)rows, (long long)cols);
+    }
+    if (p->n == p->cap) {
+        int cap = p->cap ? 2 * p->cap : 256;
+        job *j = realloc(p->jobs, (size_t)cap * sizeof *j);
+        if (!j) return moe_fail(err, "out of memory");
+        p->jobs = j;
+        p->cap = cap;
+    }
+    job *j = &p->jobs[p->n++];
+    *j = (job){.src = t, .dtype = dtype, .n_dims = vector ? 1 : 2, .dims = {cols, rows}, .align = align};
+    snprintf(j->name, sizeof j->name, "%s", canon);
+    return 0;
+}
+
+/* Every tensor of the model, in file order: embedding, then per layer its own
+ * tensors followed by its experts (each expert one page-aligned range), then
+ * the final norm and the output head. */
+static int make_plan(plan *p, const moe_family *fam, const moe_hparams *hp, const st_checkpoint *ck,
+                     const char *dir, moe_dtype wtype, moe_error *err) {
+    char hf[160], canon[96];
+    if (add_job(p, ck, dir, "model.embed_tokens.weight", MOE_NAME_TOKEN_EMBD, 0, hp->n_vocab, hp->n_embd, wtype,
+                MOEF_TENSOR_ALIGN, err))
+        return -1;
+    for (int l = 0; l < hp->n_layers; l++) {
+        for (int t = 0; t < LT_COUNT; t++) {
+            if (!moe_layer_tensor_present(hp, l, t)) continue;
+            int64_t rows, cols;
+            moe_layer_tensor_shape(hp, t, &rows, &cols);
+            int vector = moe_tensor_is_vector(t);
+            int keep_f32 = vector || t == LT_ROUTER || t == LT_SHARED_ROUTER;
+            moe_family_layer_name(fam, hf, sizeof hf, l, t);
+            moe_layer_tensor_name(canon, sizeof canon, l, t);
+            if (add_job(p, ck, dir, hf, canon, vector, rows, cols, keep_f32 ? MOE_F32 : wtype, MOEF_TENSOR_ALIGN, err))
+                return -1;
+        }
+        for (int e = 0; hp->layer_is_moe[l] && e < hp->n_experts; e++)
+            for (int t = 0; t < ET_COUNT; t++) {
+                int64_t rows, cols;
+                moe_expert_tensor_shape(hp, t, &rows, &cols);
+                moe_family_expert_name(fam, hf, sizeof hf, l, e, t);
+                moe_expert_tensor_name(canon, sizeof canon, l, e, t);
+                if (add_job(p, ck, dir, hf, canon, 0, rows, cols, wtype,
+                            t == 0 ? MOEF_EXPERT_ALIGN : MOEF_TENSOR_ALIGN, err))
+                    return -1;
+            }
+    }
+    if (add_job(p, ck, dir, "model.norm.weight", MOE_NAME_OUTPUT_NORM, 1, 1, hp->n_embd, MOE_F32,
+                MOEF_TENSOR_ALIGN, err))
+        return -1;
+    if (!hp->tie_embeddings &&
+        add_job(p, ck, dir, "lm_head.weight", MOE_NAME_OUTPUT, 0, hp->n_vocab, hp->n_embd, wtype, MOEF_TENSOR_ALIGN, err))
+        return -1;
+    return 0;
+}
+
+static float src_elem(const st_tensor *t, uint64_t i) {
+    const uint8_t *p = t->data;
+    uint16_t h;
+    switch (t->dtype) {
+    case ST_F32: { float f; memcpy(&f, p + 4 * i, 4); return f; }
+    case ST_F16: memcpy(&h, p + 2 * i, 2); return moe_f16_to_f32(h);
+    default: memcpy(&h, p + 2 * i, 2); return moe_bf16_to_f32(h);
+    }
+}
+
+static void convert_data(void *out, moe_dtype to, const st_tensor *t, uint64_t n) {
+    for (uint64_t i = 0; i < n; i++) {
+        float v = src_elem(t, i);
+        if (to == MOE_F32) ((float *)out)[i] = v;
+        else if (to == MOE_F16) ((uint16_t *)out)[i] = moe_f32_to_f16(v);
+        else ((uint16_t *)out)[i] = moe_f32_to_bf16(v);
+    }
+}
+
+static void progress(int done, int total, const char *name) {
+    const int width = 30;
+    int filled = total ? done * width / total : width;
+    fprintf(stderr, "\r[%.*s%*s] %3d%% %d/%d %-28.28s", filled, "##############################", width - filled, "",
+            total ? done * 100 / total : 100, done, total, name);
+    if (done == total) fputc('\n', stderr);
+    fflush(stderr);
+}
+
+static void warn_tokenizer(const char *dir) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    if (access(path, R_OK))
+        fprintf(stderr, "moe-convert: warning: %s has no tokenizer.json; the model will run on token ids only\n", dir);
+    else
+        fprintf(stderr, "moe-convert: warning: tokenizer conversion is not implemented yet; "
+                        "the model will run on token ids only\n");
+}
+
+static void write_meta(moef_writer *w, const moe_hparams *hp, const char *dir, moe_dtype wtype) {
+    moe_hparams_write(hp, w);
+    const char *base = strrchr(dir, '/');
+    base = base && base[1] ? base + 1 : dir;
+    moef_meta_put_str(w, "general.source", base);
+    moef_meta_put_str(w, "general.converter", CONVERTER_VERSION);
+    char recipe[128];
+    snprintf(recipe, sizeof recipe, "experts=%s shared=%s attn=%s embed=%s output=%s norms=f32 router=f32",
+             moe_dtype_name(wtype), moe_dtype_name(wtype), moe_dtype_name(wtype), moe_dtype_name(wtype),
+             moe_dtype_name(wtype));
+    moef_meta_put_str(w, "general.recipe", recipe);
+}
+
+static int write_model(const plan *p, const st_checkpoint *ck, const moe_hparams *hp, const char *dir,
+                       const char *out, moe_dtype wtype, moe_error *err) {
+    moef_writer *w = moef_writer_new(out, err);
+    if (!w) return -1;
+    snprintf(temp_path, sizeof temp_path, "%s", moef_writer_temp_path(w));
+    write_meta(w, hp, dir, wtype);
+    int rc = 0;
+    for (int i = 0; i < p->n && !rc; i++)
+        if (moef_writer_add(w, p->jobs[i].name, p->jobs[i].dtype, p->jobs[i].n_dims, p->jobs[i].dims,
+                            p->jobs[i].align) < 0)
+            rc = moe_fail(err, "out of memory");
+    if (!rc) rc = moef_writer_layout(w, err);
+    const int tty = isatty(2);
+    void *buf = NULL;
+    size_t cap = 0;
+    for (int i = 0; i < p->n && !rc; i++) {
+        const job *j = &p->jobs[i];
+        uint64_t n = (uint64_t)j->dims[0] * (uint64_t)(j->n_dims > 1 ? j->dims[1] : 1);
+        size_t need = (size_t)moe_dtype_bytes(j->dtype, n);
+        if (need > cap) {
+            free(buf);
+            cap = need;
+            if (!(buf = malloc(cap))) {
+                rc = moe_fail(err, "out of memory converting %s (%zu bytes)", j->src->name, need);
+                break;
+            }
+        }
+        convert_data(buf, j->dtype, j->src, n);
+        st_release(ck, j->src);
+        rc = moef_writer_data(w, i, buf, err);
+        if (tty) progress(i + 1, p->n, j->name);
+    }
+    free(buf);
+    if (!rc) rc = moef_writer_commit(w, err);
+    moef_writer_free(w);
+    temp_path[0] = 0;
+    return rc;
+}
+
+int main(int argc, char **argv) {
+    const char *dir = NULL, *out = NULL, *quant = "f32";
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "-o") && i + 1 < argc) out = argv[++i];
+        else if (!strcmp(argv[i], "--quant") && i + 1 < argc) quant = argv[++i];
+        else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) { usage(stdout); return 0; }
+        else if (argv[i][0] == '-') {
+            fprintf(stderr, "moe-convert: unknown option %s\n", argv[i]);
+            usage(stderr);
+            return 2;
+        } else if (!dir) dir = argv[i];
+        else {
+            fprintf(stderr, "moe-convert: unexpected argument %s\n", argv[i]);
+            return 2;
+        }
+    }
+    if (!dir || !out) {
+        usage(stderr);
+        return 2;
+    }
+    int wtype = moe_dtype_from_name(quant);
+    if (wtype < 0) {
+        fprintf(stderr, "moe-convert: --quant %s is not one of f32, f16, bf16\n", quant);
+        return 2;
+    }
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+    signal(SIGHUP, on_signal);
+
+    moe_error err = {{0}};
+    char config_path[4096];
+    snprintf(config_path, sizeof config_path, "%s/config.json", dir);
+    char *text = moe_read_file(config_path, NULL, &err);
+    moe_hparams hp;
+    const moe_family *fam = text ? moe_family_from_config(config_path, text, &hp, &err) : NULL;
+    free(text);
+    st_checkpoint ck = {0};
+    plan p = {0};
+    int rc = !fam || st_open(&ck, dir, &err) || make_plan(&p, fam, &hp, &ck, dir, (moe_dtype)wtype, &err);
+    if (!rc) {
+        warn_tokenizer(dir);
+        rc = write_model(&p, &ck, &hp, dir, out, (moe_dtype)wtype, &err);
+    }
+    if (rc) fprintf(stderr, "moe-convert: %s\n", err.msg);
+    else fprintf(stderr, "moe-convert: wrote %s (%s, %d tensors)\n", out, hp.architecture, p.n);
+    free(p.jobs);
+    st_close(&ck);
+    return rc ? 1 : 0;
+}
