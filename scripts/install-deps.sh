@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs, from Debian's archive and by package name, everything moe needs to
+# build and test. Safe to run again: it does nothing when all are present.
+set -euo pipefail
+
+packages=(
+  gcc pkg-config meson ninja-build
+  libopenblas-dev libxxhash-dev libcjson-dev
+  python3 python3-numpy
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+sudo=""
+[ "$(id -u)" -ne 0 ] && sudo="sudo"
+echo "install-deps: installing ${missing[*]}" >&2
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
