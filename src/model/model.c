@@ -20,7 +20,27 @@ static int bind(moe_model *m, const char *name, int64_t rows, int64_t cols, int 
     if (!ok)
         return moe_fail(err, "%s: tensor %s has shape [%lld, %lld], expected [%lld, %lld]", m->file.path,
                         name, (long long)t->dims[1], (long long)t->dims[0], (long long)rows, (long long)cols);
+    if (vector && t->dtype != MOE_F32)
+        return moe_fail(err, "%s: tensor %s is %s; norms and biases must be f32", m->file.path, name,
+                        moe_dtype_name(t->dtype));
     *out = (moe_weight){moef_data(&m->file, t), t->dtype, rows, cols};
+    return 0;
+}
+
+/* An expert must be one byte range starting on a page: the unit that caching,
+ * prefetch and offload move around. */
+static int check_expert_range(const moe_model *m, int layer, int e, moe_error *err) {
+    const moe_weight *w = moe_model_expert(m, layer, e);
+    uint64_t end = 0;
+    for (int t = 0; t < ET_COUNT; t++) {
+        uint64_t off = (uint64_t)((const uint8_t *)w[t].data - m->file.map);
+        uint64_t want = t == 0 ? (off + MOEF_EXPERT_ALIGN - 1) / MOEF_EXPERT_ALIGN * MOEF_EXPERT_ALIGN
+                               : (end + MOEF_TENSOR_ALIGN - 1) / MOEF_TENSOR_ALIGN * MOEF_TENSOR_ALIGN;
+        if (off != want)
+            return moe_fail(err, "%s: the tensors of expert %d of layer %d are not one page-aligned byte range",
+                            m->file.path, e, layer);
+        end = off + moe_dtype_bytes(w[t].dtype, (uint64_t)(w[t].rows * w[t].cols));
+    }
     return 0;
 }
 
@@ -53,6 +73,7 @@ static int bind_all(moe_model *m, moe_error *err) {
                 moe_expert_tensor_name(name, sizeof name, l, e, t);
                 if (bind(m, name, rows, cols, 0, &w[t], err)) return -1;
             }
+            if (check_expert_range(m, l, e, err)) return -1;
         }
     }
     return 0;
