@@ -32,11 +32,13 @@ typedef enum moe_dtype {
     MOE_F32 = 0,
     MOE_F16 = 1,
     MOE_BF16 = 2,
+    MOE_Q8 = 3,   /* int8, per-32 f16 scales, rows interleaved by 4 (src/quant/quant.h) */
+    MOE_Q4 = 4,   /* int4, same layout */
     MOE_DTYPE_COUNT
 } moe_dtype;
 
 const char *moe_dtype_name(moe_dtype t);
-/* Parses "f32", "f16", "bf16"; returns -1 for anything else. */
+/* Parses "f32", "f16", "bf16", "q8", "q4"; returns -1 for anything else. */
 int moe_dtype_from_name(const char *name);
 
 /* How the query and key projections are normalized before RoPE. */
@@ -123,7 +125,11 @@ typedef struct moe_ctx_params {
     int32_t n_ctx;             /* positions in the KV cache; 0: min(n_ctx_train, 4096) */
     int32_t n_batch;           /* tokens per forward chunk; 0: 64 */
     int32_t n_threads;         /* 0: OpenMP's default */
+    const char *isa;           /* kernels to use: "scalar", "avx2", "neon"; NULL: best for this CPU */
 } moe_ctx_params;
+
+/* The instruction set the context's kernels use. */
+const char *moe_ctx_isa(const moe_ctx *c);
 
 moe_ctx *moe_ctx_new(const moe_model *m, moe_ctx_params p, moe_error *err);
 void moe_ctx_free(moe_ctx *c);

@@ -23,8 +23,6 @@ enum moef_meta_type {
     MOEF_BOOL = 5, MOEF_STR = 6, MOEF_ARR = 7, MOEF_META_TYPE_COUNT
 };
 
-/* Bytes of n elements of type t (n a multiple of the type's block size). */
-uint64_t moe_dtype_bytes(moe_dtype t, uint64_t n);
 
 /* ---- reader ---- */
 

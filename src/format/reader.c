@@ -17,23 +17,9 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "quant/quant.h"
 #include "util/buf.h"
 #include "util/error.h"
-
-static const int dtype_elem_bytes[MOE_DTYPE_COUNT] = {[MOE_F32] = 4, [MOE_F16] = 2, [MOE_BF16] = 2};
-static const char *const dtype_names[MOE_DTYPE_COUNT] = {[MOE_F32] = "f32", [MOE_F16] = "f16", [MOE_BF16] = "bf16"};
-
-const char *moe_dtype_name(moe_dtype t) {
-    return (unsigned)t < MOE_DTYPE_COUNT ? dtype_names[t] : "?";
-}
-
-int moe_dtype_from_name(const char *name) {
-    for (int t = 0; t < MOE_DTYPE_COUNT; t++)
-        if (!strcmp(name, dtype_names[t])) return t;
-    return -1;
-}
-
-uint64_t moe_dtype_bytes(moe_dtype t, uint64_t n) { return n * (uint64_t)dtype_elem_bytes[t]; }
 
 typedef struct header {
     uint32_t version, header_size;
@@ -198,7 +184,9 @@ static int parse_table(moef_file *f, const header *h, moe_error *err) {
         for (int d = ndims; d < MOEF_MAX_DIMS; d++) t->dims[d] = 1;
         if (moe_cur_u64(&c, &t->offset) || moe_cur_u64(&c, &t->size) || moe_cur_u64(&c, &t->hash))
             return moe_fail(err, "%s: tensor %s is cut short", f->path, t->name);
-        if (t->size != moe_dtype_bytes(t->dtype, elems))
+        if (moe_dtype_is_quant(t->dtype) && ndims < 2)
+            return moe_fail(err, "%s: tensor %s: a quantized tensor must be a matrix", f->path, t->name);
+        if (t->size != moe_tensor_bytes(t->dtype, elems / (uint64_t)t->dims[0], (uint64_t)t->dims[0]))
             return moe_fail(err, "%s: tensor %s: %llu bytes do not match its shape and dtype %s",
                             f->path, t->name, (unsigned long long)t->size, moe_dtype_name(t->dtype));
         if (t->offset % MOEF_TENSOR_ALIGN || t->offset < h->data_offset || t->offset > f->size ||

@@ -19,6 +19,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "quant/quant.h"
 #include "util/buf.h"
 #include "util/error.h"
 
@@ -114,7 +115,7 @@ int moef_writer_add(moef_writer *w, const char *name, moe_dtype dtype, int n_dim
     if (!t->name) return -1;
     uint64_t elems = 1;
     for (int d = 0; d < n_dims; d++) elems *= (uint64_t)(t->dims[d] = dims[d]);
-    t->size = moe_dtype_bytes(dtype, elems);
+    t->size = moe_tensor_bytes(dtype, elems / (uint64_t)dims[0], (uint64_t)dims[0]);
     return w->n_tensors++;
 }
 
@@ -175,7 +176,7 @@ static int write_front(moef_writer *w, moe_error *err) {
         XXH3_freeState(st);
         for (int i = 0; i < 8; i++) front.data[MOEF_HEADER_SIZE - 8 + i] = (uint8_t)(h >> (8 * i));
         if (pwrite_all(w->fd, front.data, front.len, 0))
-            rc = moe_fail(err, "%s: write failed: %s", w->temp_path, strerror(errno));
+            rc = moe_fail(err, "%s: write failed: %s", w->path, strerror(errno));
     }
     moe_buf_free(&front);
     return rc;
@@ -198,7 +199,7 @@ int moef_writer_layout(moef_writer *w, moe_error *err) {
     w->file_size = off;
     w->laid_out = 1;
     if (ftruncate(w->fd, (off_t)w->file_size))
-        return moe_fail(err, "%s: cannot size the file to %llu bytes: %s", w->temp_path,
+        return moe_fail(err, "%s: cannot size the file to %llu bytes: %s", w->path,
                         (unsigned long long)w->file_size, strerror(errno));
     return write_front(w, err);
 }
@@ -207,7 +208,7 @@ int moef_writer_data(moef_writer *w, int i, const void *data, moe_error *err) {
     planned *t = &w->tensors[i];
     t->hash = XXH3_64bits(data, t->size);
     if (pwrite_all(w->fd, data, t->size, t->offset))
-        return moe_fail(err, "%s: writing tensor %s failed: %s", w->temp_path, t->name, strerror(errno));
+        return moe_fail(err, "%s: writing tensor %s failed: %s", w->path, t->name, strerror(errno));
     t->written = 1;
     return 0;
 }
@@ -217,7 +218,7 @@ int moef_writer_commit(moef_writer *w, moe_error *err) {
         if (!w->tensors[i].written)
             return moe_fail(err, "%s: internal error: tensor %s was never written", w->path, w->tensors[i].name);
     if (write_front(w, err)) return -1;
-    if (fsync(w->fd)) return moe_fail(err, "%s: fsync failed: %s", w->temp_path, strerror(errno));
+    if (fsync(w->fd)) return moe_fail(err, "%s: fsync failed: %s", w->path, strerror(errno));
     if (rename(w->temp_path, w->path))
         return moe_fail(err, "%s: cannot rename the finished file into place: %s", w->path, strerror(errno));
     w->committed = 1;

@@ -1,17 +1,77 @@
 /*
  * kernels.h — the matrix products every layer runs on. THE hot code: nearly
- * all of the time of a forward pass is spent here. A weight is a row-major
- * matrix of any supported dtype; activations are float32.
+ * all of the time of a forward pass is spent here.
+ *
+ * A product is described by a moe_mm: weight w (rows x cols, any dtype), the
+ * activations a (float rows, plus an int8 copy for q8/q4 weights), an
+ * optional index that picks which activation row feeds each output row (so an
+ * expert can run over its tokens without gathering them), and the output.
+ * An ISA's kernel computes a range of weight rows for every token of the
+ * product; moe_matmul_run splits many products over the threads at once, so
+ * the 8 small experts of one token, or the 2 large ones, all keep every core
+ * busy.
  */
 #ifndef MOE_KERNELS_H
 #define MOE_KERNELS_H
 
 #include "model/model.h"
 
-/* y[t][r] = sum_c w[r][c] * x[t][c], for n_tok tokens: x is n_tok x w->cols,
- * y is n_tok x w->rows, both contiguous. Uses the threads of the caller's
- * OpenMP team when called inside one, else opens a parallel region. */
-void moe_matmul(float *y, const moe_weight *w, const float *x, int n_tok);
+/* Activations: n rows of cols floats, and for quantized weights the same rows
+ * as int8 in blocks of MOE_QK with a scale each: x ~ d * q. */
+typedef struct moe_act {
+    const float *x;          /* n x cols */
+    int8_t *q;               /* n x nb * MOE_QK, zero-padded */
+    float *d;                /* n x nb block scales */
+    float *s;                /* n x nb: d * sum(q) of the block */
+    int64_t cols, nb;
+    int n;
+} moe_act;
+
+typedef struct moe_mm {
+    float *y;                /* output row j at y + j * ldy */
+    int64_t ldy;
+    const moe_weight *w;
+    const moe_act *a;
+    const int32_t *idx;      /* activation row of output row j; NULL: row j */
+    int n;                   /* output rows (tokens) */
+} moe_mm;
+
+/* Computes weight rows [r0, r1) of mm for all its tokens; r0 is a multiple
+ * of MOE_QR. */
+typedef void (*moe_mm_kernel)(const moe_mm *mm, int64_t r0, int64_t r1);
+/* Quantizes activation rows [t0, t1) of a (x -> q, d, s). */
+typedef void (*moe_quantize_act_fn)(moe_act *a, int t0, int t1);
+
+typedef struct moe_kernels {
+    const char *isa;
+    moe_mm_kernel mm[MOE_DTYPE_COUNT];
+    moe_quantize_act_fn quantize_act;
+} moe_kernels;
+
+/* The best kernels this CPU runs, or those named by `force` ("scalar",
+ * "avx2", ...; NULL or "" for automatic). NULL with err when the forced ISA
+ * is unknown or not supported here. */
+const moe_kernels *moe_kernels_select(const char *force, moe_error *err);
+/* The kernels of one ISA if built and supported by this CPU, else NULL. */
+const moe_kernels *moe_kernels_for(const char *isa);
+
+extern const moe_kernels moe_kernels_scalar;
+#if defined(__x86_64__)
+extern const moe_kernels moe_kernels_avx2;
+#endif
+#if defined(__aarch64__)
+extern const moe_kernels moe_kernels_neon;
+#endif
+
+/* Runs n products, splitting their rows over the OpenMP threads. Activations
+ * must already be quantized where a weight needs it. */
+void moe_matmul_run(const moe_kernels *k, const moe_mm *mm, int n);
+
+/* Quantizes all rows of a, in parallel. */
+void moe_act_quantize(const moe_kernels *k, moe_act *a);
+
+/* Convenience: y = w x for n contiguous rows (a single product). */
+void moe_matmul(const moe_kernels *k, float *y, const moe_weight *w, moe_act *a);
 
 /* One row of w as float32 (an embedding lookup). */
 void moe_weight_row(const moe_weight *w, int64_t row, float *out);

@@ -1,98 +1,93 @@
 /*
- * matmul.c — portable matrix products for f32, f16 and bf16 weights.
- *
- * Each thread takes a block of weight rows and multiplies every token of the
- * batch by them, so each weight is read from memory once per call however
- * many tokens there are. 16-bit weights are widened to float32 one chunk of a
- * row at a time into a small buffer on the stack: no allocation, and the chunk
- * stays in L1 while every token uses it. Sums use eight independent
- * accumulators so the compiler can vectorize them without -ffast-math.
+ * matmul.c — ISA selection and the driver that spreads matrix products over
+ * the threads. Work is cut into units of MOE_ROWS_PER_UNIT weight rows of one
+ * product; the units of all products of one call go into one parallel loop,
+ * so a call with the 8 experts of a token balances as well as one with a
+ * single large matrix. Each unit multiplies its rows into every token of its
+ * product: a weight row is read from memory once per call.
  */
-#include "kernels.h"
-
 #include <math.h>
 #include <omp.h>
+#include <stdlib.h>
+#include <string.h>
 
-#include "util/half.h"
+#include "kernels.h"
+#include "quant/quant.h"
+#include "util/error.h"
 
-#define CHUNK 256      /* weights widened at a time */
-#define TOK_BLOCK 16   /* tokens sharing one widened chunk */
+#define ROWS_PER_UNIT 32  /* a multiple of MOE_QR */
 
-static float dot_f32(const float *a, const float *b, int n) {
-    float acc[8] = {0};
-    int i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++) acc[j] += a[i + j] * b[i + j];
-    float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-    for (; i < n; i++) s += a[i] * b[i];
-    return s;
+static int cpu_supports(const char *isa) {
+    if (!strcmp(isa, "scalar")) return 1;
+#if defined(__x86_64__)
+    if (!strcmp(isa, "avx2"))
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+#endif
+#if defined(__aarch64__)
+    if (!strcmp(isa, "neon")) return 1;
+#endif
+    return 0;
 }
 
-static void widen(float *out, const moe_weight *w, int64_t row, int64_t c0, int n) {
-    if (w->dtype == MOE_F16) {
-        const uint16_t *p = (const uint16_t *)w->data + row * w->cols + c0;
-        for (int i = 0; i < n; i++) out[i] = moe_f16_to_f32(p[i]);
-    } else {
-        const uint16_t *p = (const uint16_t *)w->data + row * w->cols + c0;
-        for (int i = 0; i < n; i++) out[i] = moe_bf16_to_f32(p[i]);
+static const moe_kernels *const all_kernels[] = {
+#if defined(__x86_64__)
+    &moe_kernels_avx2,
+#endif
+#if defined(__aarch64__)
+    &moe_kernels_neon,
+#endif
+    &moe_kernels_scalar,
+};
+#define N_KERNELS (sizeof all_kernels / sizeof *all_kernels)
+
+const moe_kernels *moe_kernels_for(const char *isa) {
+    for (size_t i = 0; i < N_KERNELS; i++)
+        if (!strcmp(all_kernels[i]->isa, isa)) return cpu_supports(isa) ? all_kernels[i] : NULL;
+    return NULL;
+}
+
+const moe_kernels *moe_kernels_select(const char *force, moe_error *err) {
+    if (force && *force) {
+        const moe_kernels *k = moe_kernels_for(force);
+        if (!k) moe_fail(err, "MOE_ISA=%s: not built into this binary or not supported by this CPU", force);
+        return k;
+    }
+    for (size_t i = 0; i < N_KERNELS; i++)
+        if (cpu_supports(all_kernels[i]->isa)) return all_kernels[i];
+    return &moe_kernels_scalar;
+}
+
+void moe_matmul_run(const moe_kernels *k, const moe_mm *mm, int n) {
+    int64_t units = 0;
+    for (int p = 0; p < n; p++) units += (mm[p].w->rows + ROWS_PER_UNIT - 1) / ROWS_PER_UNIT;
+    /* nowait: a thread done with its share of one product starts on the next. */
+    #pragma omp parallel if (units > 1)
+    for (int p = 0; p < n; p++) {
+        const int64_t rows = mm[p].w->rows;
+        if (mm[p].n <= 0) continue;
+        #pragma omp for schedule(dynamic, 1) nowait
+        for (int64_t r0 = 0; r0 < rows; r0 += ROWS_PER_UNIT)
+            k->mm[mm[p].w->dtype](&mm[p], r0, r0 + ROWS_PER_UNIT < rows ? r0 + ROWS_PER_UNIT : rows);
     }
 }
 
-/* Rows [r0, r1) of y for tokens [t0, t1). */
-static void matmul_rows(float *y, const moe_weight *w, const float *x, int t0, int t1, int64_t r0, int64_t r1) {
-    const int64_t cols = w->cols, rows = w->rows;
-    if (w->dtype == MOE_F32) {
-        const float *wd = w->data;
-        for (int64_t r = r0; r < r1; r++)
-            for (int t = t0; t < t1; t++) y[t * rows + r] = dot_f32(wd + r * cols, x + t * cols, (int)cols);
+void moe_act_quantize(const moe_kernels *k, moe_act *a) {
+    if (a->n == 1) {
+        k->quantize_act(a, 0, 1);
         return;
     }
-    float buf[CHUNK];
-    for (int64_t r = r0; r < r1; r++) {
-        float acc[TOK_BLOCK];
-        for (int t = t0; t < t1; t++) acc[t - t0] = 0;
-        for (int64_t c = 0; c < cols; c += CHUNK) {
-            int n = cols - c < CHUNK ? (int)(cols - c) : CHUNK;
-            widen(buf, w, r, c, n);
-            for (int t = t0; t < t1; t++) acc[t - t0] += dot_f32(buf, x + t * cols + c, n);
-        }
-        for (int t = t0; t < t1; t++) y[t * rows + r] = acc[t - t0];
-    }
+    #pragma omp parallel for schedule(static)
+    for (int t = 0; t < a->n; t++) k->quantize_act(a, t, t + 1);
 }
 
-static void matmul_team(float *y, const moe_weight *w, const float *x, int n_tok) {
-    const int64_t rows = w->rows;
-    const int64_t row_block = 16;
-    const int64_t n_blocks = (rows + row_block - 1) / row_block;
-    #pragma omp for schedule(dynamic, 1) collapse(2)
-    for (int tb = 0; tb < (n_tok + TOK_BLOCK - 1) / TOK_BLOCK; tb++) {
-        for (int64_t b = 0; b < n_blocks; b++) {
-            int t0 = tb * TOK_BLOCK, t1 = t0 + TOK_BLOCK < n_tok ? t0 + TOK_BLOCK : n_tok;
-            int64_t r0 = b * row_block, r1 = r0 + row_block < rows ? r0 + row_block : rows;
-            matmul_rows(y, w, x, t0, t1, r0, r1);
-        }
-    }
-}
-
-void moe_matmul(float *y, const moe_weight *w, const float *x, int n_tok) {
-    if (omp_in_parallel()) {
-        matmul_team(y, w, x, n_tok);
-    } else {
-        #pragma omp parallel
-        matmul_team(y, w, x, n_tok);
-    }
+void moe_matmul(const moe_kernels *k, float *y, const moe_weight *w, moe_act *a) {
+    if (moe_dtype_is_quant(w->dtype)) moe_act_quantize(k, a);
+    moe_mm mm = {y, w->rows, w, a, NULL, a->n};
+    moe_matmul_run(k, &mm, 1);
 }
 
 void moe_weight_row(const moe_weight *w, int64_t row, float *out) {
-    if (w->dtype == MOE_F32) {
-        const float *p = (const float *)w->data + row * w->cols;
-        for (int64_t i = 0; i < w->cols; i++) out[i] = p[i];
-        return;
-    }
-    for (int64_t c = 0; c < w->cols; c += CHUNK) {
-        int n = w->cols - c < CHUNK ? (int)(w->cols - c) : CHUNK;
-        widen(out + c, w, row, c, n);
-    }
+    moe_dequantize_rows(w->dtype, w->data, w->rows, w->cols, row, 1, out);
 }
 
 void moe_rmsnorm(float *out, const float *x, const float *weight, int n, float eps) {

@@ -10,6 +10,12 @@
  *   xn = rmsnorm(x); x += FFN(xn), FFN dense or: route, group tokens by
  *   expert, run each chosen expert once over its group, weighted sum,
  *   plus the shared expert (times sigmoid of its gate when it has one).
+ *
+ * Activations that feed quantized weights are quantized to int8 once and
+ * shared by every product that reads them (q, k and v; all experts' gate and
+ * up). All chosen experts' gate and up projections run as one parallel call,
+ * then all their down projections: the threads split the rows of every
+ * expert at once, so many small experts balance as well as a few large ones.
  */
 #include <math.h>
 #include <omp.h>
@@ -17,12 +23,14 @@
 #include <string.h>
 
 #include "kernels/kernels.h"
-#include "moe/moe.h"
 #include "model.h"
+#include "moe/moe.h"
+#include "quant/quant.h"
 #include "util/error.h"
 
 struct moe_ctx {
     const moe_model *m;
+    const moe_kernels *kern;
     moe_expert_source experts;
     int n_ctx, n_batch, n_threads;
     int32_t pos;
@@ -30,41 +38,73 @@ struct moe_ctx {
     float *k_cache, *v_cache;   /* [n_layers][n_ctx][n_kv_heads * head_dim] */
     double *inv_freq;           /* head_dim / 2 RoPE frequencies */
 
-    /* scratch for one chunk of n_batch tokens */
+    /* scratch for one chunk of n_batch tokens (slots = n_batch * top-k) */
     float *x;                   /* n_batch x n_embd, the residual stream */
     float *xn;                  /* n_batch x n_embd, normalized input of a block */
-    float *q;                   /* n_batch x n_heads * head_dim */
-    float *k, *v;               /* n_batch x n_kv_heads * head_dim */
+    float *q, *k, *v;           /* n_batch x heads * head_dim */
     float *att;                 /* n_batch x n_heads * head_dim */
     float *out;                 /* n_batch x n_embd, a block's output */
-    float *ffn_gate, *ffn_up;   /* n_batch x max ffn width */
-    float *xg, *yg;             /* n_batch x n_embd, one expert's gathered rows */
+    float *h_gate, *h_up;       /* slots x expert_ffn: routed experts' hidden */
+    float *y_exp;               /* slots x n_embd: routed experts' outputs */
+    float *hs_gate, *hs_up;     /* n_batch x max(dense, shared) ffn */
     float *router;              /* n_batch x n_experts */
     int32_t *sel;               /* n_batch x top-k chosen experts */
     float *sel_w;               /* n_batch x top-k their weights */
     moe_groups groups;
+    moe_act act_xn, act_att, act_h, act_hs;
+    moe_act *act_h_expert;      /* n_experts views into act_h */
+    moe_mm *mm;                 /* 2 * n_experts + 3 products of one call */
     float *scores;              /* n_threads x n_ctx attention scores */
     float *logits;              /* n_vocab, the last token's logits */
 };
 
-static int max3(int a, int b, int c) { return a > b ? (a > c ? a : c) : (b > c ? b : c); }
+static int act_alloc(moe_act *a, float *x, size_t rows, int64_t cols) {
+    *a = (moe_act){.x = x, .cols = cols, .nb = (cols + MOE_QK - 1) / MOE_QK};
+    a->q = malloc(rows * (size_t)a->nb * MOE_QK);
+    a->d = malloc(rows * (size_t)a->nb * sizeof(float));
+    a->s = malloc(rows * (size_t)a->nb * sizeof(float));
+    return a->q && a->d && a->s ? 0 : -1;
+}
+
+static void act_free(moe_act *a) {
+    free(a->q);
+    free(a->d);
+    free(a->s);
+}
+
+/* Rows [r0, r0 + n) of a, as an activation of its own. */
+static moe_act act_view(const moe_act *a, int64_t r0, int n) {
+    moe_act v = *a;
+    v.x += r0 * a->cols;
+    v.q += r0 * a->nb * MOE_QK;
+    v.d += r0 * a->nb;
+    v.s += r0 * a->nb;
+    v.n = n;
+    return v;
+}
+
+static int imax(int a, int b) { return a > b ? a : b; }
 
 moe_ctx *moe_ctx_new(const moe_model *m, moe_ctx_params p, moe_error *err) {
     const moe_hparams *hp = &m->hp;
+    const moe_kernels *kern = moe_kernels_select(p.isa, err);
+    if (!kern) return NULL;
     moe_ctx *c = calloc(1, sizeof *c);
     if (!c) {
         moe_fail(err, "out of memory");
         return NULL;
     }
     c->m = m;
+    c->kern = kern;
     c->experts = moe_expert_source_mmap(m);
     c->n_ctx = p.n_ctx > 0 ? p.n_ctx : (hp->n_ctx_train < 4096 ? hp->n_ctx_train : 4096);
     c->n_batch = p.n_batch > 0 ? p.n_batch : 64;
     c->n_threads = p.n_threads > 0 ? p.n_threads : omp_get_max_threads();
     const size_t B = (size_t)c->n_batch, E = (size_t)hp->n_embd;
     const size_t qd = (size_t)hp->n_heads * hp->head_dim, kvd = (size_t)hp->n_kv_heads * hp->head_dim;
-    const size_t ffn = (size_t)max3(hp->expert_ffn, hp->dense_ffn, hp->shared_ffn);
-    const size_t n_exp = hp->n_experts ? (size_t)hp->n_experts : 1, topk = hp->n_experts_used ? (size_t)hp->n_experts_used : 1;
+    const size_t n_exp = (size_t)imax(hp->n_experts, 1), topk = (size_t)imax(hp->n_experts_used, 1);
+    const size_t slots = B * topk, eff = (size_t)imax(hp->expert_ffn, 1);
+    const size_t sff = (size_t)imax(imax(hp->dense_ffn, hp->shared_ffn), 1);
     const size_t cache = (size_t)hp->n_layers * (size_t)c->n_ctx * kvd;
 
     c->k_cache = malloc(cache * sizeof(float));
@@ -77,21 +117,27 @@ moe_ctx *moe_ctx_new(const moe_model *m, moe_ctx_params p, moe_error *err) {
     c->v = malloc(B * kvd * sizeof(float));
     c->att = malloc(B * qd * sizeof(float));
     c->out = malloc(B * E * sizeof(float));
-    c->ffn_gate = malloc(B * ffn * sizeof(float));
-    c->ffn_up = malloc(B * ffn * sizeof(float));
-    c->xg = malloc(B * E * sizeof(float));
-    c->yg = malloc(B * E * sizeof(float));
+    c->h_gate = malloc(slots * eff * sizeof(float));
+    c->h_up = malloc(slots * eff * sizeof(float));
+    c->y_exp = malloc(slots * E * sizeof(float));
+    c->hs_gate = malloc(B * sff * sizeof(float));
+    c->hs_up = malloc(B * sff * sizeof(float));
     c->router = malloc(B * n_exp * sizeof(float));
-    c->sel = malloc(B * topk * sizeof(int32_t));
-    c->sel_w = malloc(B * topk * sizeof(float));
+    c->sel = malloc(slots * sizeof(int32_t));
+    c->sel_w = malloc(slots * sizeof(float));
     c->groups.start = malloc((n_exp + 1) * sizeof(int32_t));
-    c->groups.token = malloc(B * topk * sizeof(int32_t));
-    c->groups.weight = malloc(B * topk * sizeof(float));
+    c->groups.token = malloc(slots * sizeof(int32_t));
+    c->groups.weight = malloc(slots * sizeof(float));
+    c->act_h_expert = malloc(n_exp * sizeof(moe_act));
+    c->mm = malloc((2 * n_exp + 3) * sizeof(moe_mm));
     c->scores = malloc((size_t)c->n_threads * (size_t)c->n_ctx * sizeof(float));
     c->logits = malloc((size_t)hp->n_vocab * sizeof(float));
-    if (!c->k_cache || !c->v_cache || !c->inv_freq || !c->x || !c->xn || !c->q || !c->k || !c->v ||
-        !c->att || !c->out || !c->ffn_gate || !c->ffn_up || !c->xg || !c->yg || !c->router || !c->sel ||
-        !c->sel_w || !c->groups.start || !c->groups.token || !c->groups.weight || !c->scores || !c->logits) {
+    int bad = act_alloc(&c->act_xn, c->xn, B, hp->n_embd) | act_alloc(&c->act_att, c->att, B, (int64_t)qd) |
+              act_alloc(&c->act_h, c->h_gate, slots, (int64_t)eff) | act_alloc(&c->act_hs, c->hs_gate, B, (int64_t)sff);
+    if (bad || !c->k_cache || !c->v_cache || !c->inv_freq || !c->x || !c->xn || !c->q || !c->k || !c->v ||
+        !c->att || !c->out || !c->h_gate || !c->h_up || !c->y_exp || !c->hs_gate || !c->hs_up || !c->router ||
+        !c->sel || !c->sel_w || !c->groups.start || !c->groups.token || !c->groups.weight || !c->act_h_expert ||
+        !c->mm || !c->scores || !c->logits) {
         moe_fail(err, "out of memory for a context of %d positions (KV cache %zu MiB)", c->n_ctx,
                  2 * cache * sizeof(float) >> 20);
         moe_ctx_free(c);
@@ -105,15 +151,31 @@ moe_ctx *moe_ctx_new(const moe_model *m, moe_ctx_params p, moe_error *err) {
 void moe_ctx_free(moe_ctx *c) {
     if (!c) return;
     void *bufs[] = {c->k_cache, c->v_cache, c->inv_freq, c->x, c->xn, c->q, c->k, c->v, c->att, c->out,
-                    c->ffn_gate, c->ffn_up, c->xg, c->yg, c->router, c->sel, c->sel_w, c->groups.start,
-                    c->groups.token, c->groups.weight, c->scores, c->logits};
+                    c->h_gate, c->h_up, c->y_exp, c->hs_gate, c->hs_up, c->router, c->sel, c->sel_w,
+                    c->groups.start, c->groups.token, c->groups.weight, c->act_h_expert, c->mm, c->scores,
+                    c->logits};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) free(bufs[i]);
+    act_free(&c->act_xn);
+    act_free(&c->act_att);
+    act_free(&c->act_h);
+    act_free(&c->act_hs);
     free(c);
 }
 
 const float *moe_ctx_logits(const moe_ctx *c) { return c->logits; }
 int32_t moe_ctx_pos(const moe_ctx *c) { return c->pos; }
 void moe_ctx_reset(moe_ctx *c) { c->pos = 0; }
+const char *moe_ctx_isa(const moe_ctx *c) { return c->kern->isa; }
+
+/* Sets the activation's row count and quantizes it if any weight needs it. */
+static void act_ready(const moe_ctx *c, moe_act *a, int n, const moe_weight *w) {
+    a->n = n;
+    if (moe_dtype_is_quant(w->dtype)) moe_act_quantize(c->kern, a);
+}
+
+static moe_mm product(float *y, int64_t ldy, const moe_weight *w, const moe_act *a, const int32_t *idx, int n) {
+    return (moe_mm){y, ldy, w, a, idx, n};
+}
 
 /* Rotates pairs (i, i + half) of each head, as Hugging Face's rotate_half. */
 static void rope(const moe_ctx *c, float *v, int n_heads, int pos) {
@@ -156,9 +218,11 @@ static void attention(moe_ctx *c, int layer, int n_tok) {
     const int hd = hp->head_dim, qd = hp->n_heads * hd, kvd = hp->n_kv_heads * hd;
     const int pos0 = c->pos;
 
-    moe_matmul(c->q, &L->w[LT_Q], c->xn, n_tok);
-    moe_matmul(c->k, &L->w[LT_K], c->xn, n_tok);
-    moe_matmul(c->v, &L->w[LT_V], c->xn, n_tok);
+    act_ready(c, &c->act_xn, n_tok, &L->w[LT_Q]);
+    const moe_mm qkv[3] = {product(c->q, qd, &L->w[LT_Q], &c->act_xn, NULL, n_tok),
+                           product(c->k, kvd, &L->w[LT_K], &c->act_xn, NULL, n_tok),
+                           product(c->v, kvd, &L->w[LT_V], &c->act_xn, NULL, n_tok)};
+    moe_matmul_run(c->kern, qkv, 3);
     if (hp->attn_bias) {
         add_bias(c->q, &L->w[LT_Q_BIAS], n_tok);
         add_bias(c->k, &L->w[LT_K_BIAS], n_tok);
@@ -209,52 +273,90 @@ static void attention(moe_ctx *c, int layer, int n_tok) {
             }
         }
     }
-    moe_matmul(c->out, &L->w[LT_O], c->att, n_tok);
+    act_ready(c, &c->act_att, n_tok, &L->w[LT_O]);
+    const moe_mm o = product(c->out, hp->n_embd, &L->w[LT_O], &c->act_att, NULL, n_tok);
+    moe_matmul_run(c->kern, &o, 1);
 }
 
-/* out = down(silu(gate(in)) * up(in)) for n rows. */
-static void swiglu_ffn(moe_ctx *c, float *out, const moe_weight *gate, const moe_weight *up,
-                       const moe_weight *down, const float *in, int n) {
-    moe_matmul(c->ffn_gate, gate, in, n);
-    moe_matmul(c->ffn_up, up, in, n);
-    moe_swiglu(c->ffn_gate, c->ffn_up, (int64_t)n * gate->rows);
-    moe_matmul(out, down, c->ffn_gate, n);
+/* The dense FFN, or the shared expert, on all n_tok rows of xn into y. */
+static void dense_ffn(moe_ctx *c, float *y, const moe_weight *gate, const moe_weight *up, const moe_weight *down,
+                      int n_tok) {
+    const int64_t f = gate->rows;
+    act_ready(c, &c->act_xn, n_tok, gate);
+    const moe_mm gu[2] = {product(c->hs_gate, f, gate, &c->act_xn, NULL, n_tok),
+                          product(c->hs_up, f, up, &c->act_xn, NULL, n_tok)};
+    moe_matmul_run(c->kern, gu, 2);
+    moe_swiglu(c->hs_gate, c->hs_up, (int64_t)n_tok * f);
+    c->act_hs.cols = f;
+    c->act_hs.nb = (f + MOE_QK - 1) / MOE_QK;
+    act_ready(c, &c->act_hs, n_tok, down);
+    const moe_mm d = product(y, c->m->hp.n_embd, down, &c->act_hs, NULL, n_tok);
+    moe_matmul_run(c->kern, &d, 1);
 }
 
 static void moe_ffn(moe_ctx *c, int layer, int n_tok) {
     const moe_hparams *hp = &c->m->hp;
     const moe_layer *L = &c->m->layers[layer];
-    const int E = hp->n_embd, k = hp->n_experts_used;
+    const int E = hp->n_embd, k = hp->n_experts_used, F = hp->expert_ffn;
 
-    moe_matmul(c->router, &L->w[LT_ROUTER], c->xn, n_tok);
+    act_ready(c, &c->act_xn, n_tok, &L->w[LT_ROUTER]);
+    const moe_mm r = product(c->router, hp->n_experts, &L->w[LT_ROUTER], &c->act_xn, NULL, n_tok);
+    moe_matmul_run(c->kern, &r, 1);
     for (int t = 0; t < n_tok; t++)
         moe_route_softmax_topk(c->router + t * hp->n_experts, hp->n_experts, k, hp->norm_topk,
                                c->sel + t * k, c->sel_w + t * k);
     moe_group_by_expert(&c->groups, c->sel, c->sel_w, n_tok, k, hp->n_experts);
+    const int32_t *start = c->groups.start;
+
+    /* gate and up of every chosen expert in one call; slot s's hidden row is s */
+    int n_mm = 0, any_quant = 0;
+    for (int e = 0; e < hp->n_experts; e++) {
+        const int s0 = start[e], n = start[e + 1] - s0;
+        if (!n) continue;
+        const moe_weight *w = c->experts.acquire(c->experts.self, layer, e);
+        any_quant |= moe_dtype_is_quant(w[ET_GATE].dtype);
+        c->mm[n_mm++] = product(c->h_gate + (size_t)s0 * F, F, &w[ET_GATE], &c->act_xn, c->groups.token + s0, n);
+        c->mm[n_mm++] = product(c->h_up + (size_t)s0 * F, F, &w[ET_UP], &c->act_xn, c->groups.token + s0, n);
+    }
+    c->act_xn.n = n_tok;
+    if (any_quant) moe_act_quantize(c->kern, &c->act_xn);
+    moe_matmul_run(c->kern, c->mm, n_mm);
+    const int slots = n_tok * k;
+    moe_swiglu(c->h_gate, c->h_up, (int64_t)slots * F);
+
+    /* down of every chosen expert in one call */
+    c->act_h.n = slots;
+    n_mm = 0;
+    for (int e = 0; e < hp->n_experts; e++) {
+        const int s0 = start[e], n = start[e + 1] - s0;
+        if (!n) continue;
+        const moe_weight *w = moe_model_expert(c->m, layer, e);
+        c->act_h_expert[e] = act_view(&c->act_h, s0, n);
+        c->mm[n_mm++] = product(c->y_exp + (size_t)s0 * E, E, &w[ET_DOWN], &c->act_h_expert[e], NULL, n);
+    }
+    if (any_quant) moe_act_quantize(c->kern, &c->act_h);
+    moe_matmul_run(c->kern, c->mm, n_mm);
+    for (int e = 0; e < hp->n_experts; e++)
+        if (start[e + 1] > start[e]) c->experts.release(c->experts.self, layer, e);
 
     memset(c->out, 0, (size_t)n_tok * E * sizeof(float));
-    for (int e = 0; e < hp->n_experts; e++) {
-        const int s0 = c->groups.start[e], n = c->groups.start[e + 1] - s0;
-        if (!n) continue;
-        for (int j = 0; j < n; j++)
-            memcpy(c->xg + (size_t)j * E, c->xn + (size_t)c->groups.token[s0 + j] * E, E * sizeof(float));
-        const moe_weight *w = c->experts.acquire(c->experts.self, layer, e);
-        swiglu_ffn(c, c->yg, &w[ET_GATE], &w[ET_UP], &w[ET_DOWN], c->xg, n);
-        c->experts.release(c->experts.self, layer, e);
-        for (int j = 0; j < n; j++) {
-            float *o = c->out + (size_t)c->groups.token[s0 + j] * E;
-            const float *y = c->yg + (size_t)j * E, wt = c->groups.weight[s0 + j];
-            for (int i = 0; i < E; i++) o[i] += wt * y[i];
-        }
+    for (int s = 0; s < slots; s++) {
+        float *o = c->out + (size_t)c->groups.token[s] * E;
+        const float *y = c->y_exp + (size_t)s * E, wt = c->groups.weight[s];
+        for (int i = 0; i < E; i++) o[i] += wt * y[i];
     }
 
     if (hp->shared_ffn > 0) {
-        swiglu_ffn(c, c->yg, &L->w[LT_SHARED_GATE], &L->w[LT_SHARED_UP], &L->w[LT_SHARED_DOWN], c->xn, n_tok);
-        /* The router logits are consumed by now; reuse them for the gate. */
-        if (hp->shared_gate) moe_matmul(c->router, &L->w[LT_SHARED_ROUTER], c->xn, n_tok);
+        float *ys = c->y_exp; /* the routed outputs are consumed by now */
+        dense_ffn(c, ys, &L->w[LT_SHARED_GATE], &L->w[LT_SHARED_UP], &L->w[LT_SHARED_DOWN], n_tok);
+        if (hp->shared_gate) {
+            act_ready(c, &c->act_xn, n_tok, &L->w[LT_SHARED_ROUTER]);
+            const moe_mm g = product(c->router, 1, &L->w[LT_SHARED_ROUTER], &c->act_xn, NULL, n_tok);
+            moe_matmul_run(c->kern, &g, 1);
+        }
         for (int t = 0; t < n_tok; t++) {
             const float g = hp->shared_gate ? 1.0f / (1.0f + expf(-c->router[t])) : 1.0f;
-            for (int i = 0; i < E; i++) c->out[(size_t)t * E + i] += g * c->yg[(size_t)t * E + i];
+            for (int i = 0; i < E; i++) c->out[(size_t)t * E + i] += g * ys[(size_t)t * E + i];
         }
     }
 }
@@ -270,8 +372,8 @@ static void norm_rows(const moe_ctx *c, float *out, const float *in, const moe_w
 }
 
 /* One chunk of at most n_batch tokens. logits: n_tok rows, or NULL for only
- * the last row into c->logits. */
-static void forward_chunk(moe_ctx *c, const int32_t *tokens, int n_tok, float *logits) {
+ * the last row into c->logits (when last is set). */
+static void forward_chunk(moe_ctx *c, const int32_t *tokens, int n_tok, float *logits, int last) {
     const moe_model *m = c->m;
     const moe_hparams *hp = &m->hp;
     const int E = hp->n_embd;
@@ -284,19 +386,23 @@ static void forward_chunk(moe_ctx *c, const int32_t *tokens, int n_tok, float *l
         add_to_residual(c, n_tok);
         norm_rows(c, c->xn, c->x, &L->w[LT_FFN_NORM], n_tok);
         if (hp->layer_is_moe[l]) moe_ffn(c, l, n_tok);
-        else swiglu_ffn(c, c->out, &L->w[LT_DENSE_GATE], &L->w[LT_DENSE_UP], &L->w[LT_DENSE_DOWN], c->xn, n_tok);
+        else dense_ffn(c, c->out, &L->w[LT_DENSE_GATE], &L->w[LT_DENSE_UP], &L->w[LT_DENSE_DOWN], n_tok);
         add_to_residual(c, n_tok);
     }
+    c->pos += n_tok;
 
     if (logits) {
         norm_rows(c, c->xn, c->x, &m->output_norm, n_tok);
-        moe_matmul(logits, &m->output, c->xn, n_tok);
+        act_ready(c, &c->act_xn, n_tok, &m->output);
+        const moe_mm o = product(logits, hp->n_vocab, &m->output, &c->act_xn, NULL, n_tok);
+        moe_matmul_run(c->kern, &o, 1);
         memcpy(c->logits, logits + (size_t)(n_tok - 1) * hp->n_vocab, (size_t)hp->n_vocab * sizeof(float));
-    } else {
+    } else if (last) {
         norm_rows(c, c->xn, c->x + (size_t)(n_tok - 1) * E, &m->output_norm, 1);
-        moe_matmul(c->logits, &m->output, c->xn, 1);
+        act_ready(c, &c->act_xn, 1, &m->output);
+        const moe_mm o = product(c->logits, hp->n_vocab, &m->output, &c->act_xn, NULL, 1);
+        moe_matmul_run(c->kern, &o, 1);
     }
-    c->pos += n_tok;
 }
 
 int moe_eval(moe_ctx *c, const int32_t *tokens, int n, float *logits, moe_error *err) {
@@ -311,7 +417,7 @@ int moe_eval(moe_ctx *c, const int32_t *tokens, int n, float *logits, moe_error 
     omp_set_num_threads(c->n_threads);
     for (int i = 0; i < n; i += c->n_batch) {
         int chunk = n - i < c->n_batch ? n - i : c->n_batch;
-        forward_chunk(c, tokens + i, chunk, logits ? logits + (size_t)i * hp->n_vocab : NULL);
+        forward_chunk(c, tokens + i, chunk, logits ? logits + (size_t)i * hp->n_vocab : NULL, i + chunk == n);
     }
     return 0;
 }

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "model.h"
+#include "quant/quant.h"
 #include "util/error.h"
 
 static int bind(moe_model *m, const char *name, int64_t rows, int64_t cols, int vector,
@@ -39,7 +40,7 @@ static int check_expert_range(const moe_model *m, int layer, int e, moe_error *e
         if (off != want)
             return moe_fail(err, "%s: the tensors of expert %d of layer %d are not one page-aligned byte range",
                             m->file.path, e, layer);
-        end = off + moe_dtype_bytes(w[t].dtype, (uint64_t)(w[t].rows * w[t].cols));
+        end = off + moe_tensor_bytes(w[t].dtype, (uint64_t)w[t].rows, (uint64_t)w[t].cols);
     }
     return 0;
 }
@@ -90,7 +91,6 @@ moe_model *moe_model_open(const char *path, moe_error *err) {
         return NULL;
     }
     if (moe_hparams_read(&m->hp, &m->file, err)) {
-        moe_fail_prefix(err, "%s: ", path);
         moe_model_close(m);
         return NULL;
     }

@@ -85,10 +85,12 @@ int moe_hparams_read(moe_hparams *hp, const moef_file *f, moe_error *err) {
                         f->path, hp->n_layers);
     for (int l = 0; l < hp->n_layers; l++) {
         int64_t v;
-        moef_meta_arr_i64(m, (uint64_t)l, &v);
+        if (moef_meta_arr_i64(m, (uint64_t)l, &v))
+            return moe_fail(err, "%s: metadata \"moe.layer_is_moe\" is not an integer array", f->path);
         hp->layer_is_moe[l] = v != 0;
     }
-    return moe_hparams_check(hp, err);
+    if (moe_hparams_check(hp, err)) return moe_fail_prefix(err, "%s: ", f->path);
+    return 0;
 }
 
 int moe_hparams_check(const moe_hparams *hp, moe_error *err) {

@@ -32,11 +32,11 @@ char *moe_read_file(const char *path, size_t *len, moe_error *err) {
         n += k;
         if (k == 0) break;
     }
-    int bad = ferror(f);
+    int bad = ferror(f) ? errno : 0;
     fclose(f);
     if (bad) {
         free(buf);
-        moe_fail(err, "%s: read error", path);
+        moe_fail(err, "%s: cannot read: %s", path, strerror(bad));
         return NULL;
     }
     buf[n] = 0;

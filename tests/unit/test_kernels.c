@@ -1,69 +1,165 @@
 /*
- * test_kernels.c — every matmul path against a double-precision reference
- * computed from the same (decoded) weights, on shapes that are not multiples
- * of any block or vector width: 1, 3, 17 and 40 tokens; odd row counts; column
- * counts around the widening chunk.
+ * test_kernels.c — every kernel of every ISA this CPU runs, on shapes that
+ * are not multiples of any block, group or vector width (1, 3, 17 and 512
+ * tokens; odd row and column counts), and through a token index:
+ *   - the scalar kernels against a double-precision sum of the decoded
+ *     weights times the decoded activations;
+ *   - each SIMD kernel against the scalar kernel;
+ *   - each SIMD activation quantizer bit for bit against the scalar one;
+ *   - the reference quantizer's round trip error against its bound.
+ * ISAs this machine cannot run are skipped with the reason printed.
  */
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "check.h"
 #include "kernels/kernels.h"
-#include "util/half.h"
+#include "quant/quant.h"
 
 static float rnd(unsigned *s) {
     *s = *s * 1664525u + 1013904223u;
     return ((*s >> 8) / 16777216.0f) * 2.0f - 1.0f;
 }
 
-static void test_shape(moe_dtype dt, int rows, int cols, int n_tok, unsigned seed) {
-    size_t n = (size_t)rows * cols;
-    void *wd = malloc(n * 4);
-    float *wf = malloc(n * 4), *x = malloc((size_t)n_tok * cols * 4), *y = malloc((size_t)n_tok * rows * 4);
-    for (size_t i = 0; i < n; i++) {
-        float v = rnd(&seed);
-        if (dt == MOE_F32) ((float *)wd)[i] = wf[i] = v;
-        else if (dt == MOE_F16) wf[i] = moe_f16_to_f32(((uint16_t *)wd)[i] = moe_f32_to_f16(v));
-        else wf[i] = moe_bf16_to_f32(((uint16_t *)wd)[i] = moe_f32_to_bf16(v));
-    }
-    for (size_t i = 0; i < (size_t)n_tok * cols; i++) x[i] = rnd(&seed);
-    moe_weight w = {wd, dt, rows, cols};
-    moe_matmul(y, &w, x, n_tok);
-    double worst = 0;
-    for (int t = 0; t < n_tok; t++)
-        for (int r = 0; r < rows; r++) {
-            double ref = 0, mag = 0;
-            for (int c = 0; c < cols; c++) {
-                ref += (double)wf[(size_t)r * cols + c] * x[(size_t)t * cols + c];
-                mag += fabs((double)wf[(size_t)r * cols + c] * x[(size_t)t * cols + c]);
-            }
-            double e = fabs(y[(size_t)t * rows + r] - ref) / (mag + 1e-30);
-            worst = e > worst ? e : worst;
-        }
-    CHECK(worst < 1e-6, "%s rows=%d cols=%d tokens=%d: relative error %g", moe_dtype_name(dt), rows, cols, n_tok, worst);
+typedef struct fixture {
+    int64_t rows, cols;
+    int n;
+    moe_weight w;
+    float *wf;      /* the weights as decoded */
+    float *x;
+    int32_t *idx;   /* a permutation of the tokens */
+} fixture;
 
-    /* moe_weight_row decodes exactly. */
-    float *row = malloc((size_t)cols * 4);
-    moe_weight_row(&w, rows - 1, row);
-    int same = 1;
-    for (int c = 0; c < cols; c++) same &= row[c] == wf[(size_t)(rows - 1) * cols + c];
-    CHECK(same, "%s weight_row cols=%d", moe_dtype_name(dt), cols);
-    free(row);
-    free(wd); free(wf); free(x); free(y);
+static moe_act act_new(const fixture *f) {
+    moe_act a = {.x = f->x, .cols = f->cols, .nb = (f->cols + MOE_QK - 1) / MOE_QK, .n = f->n};
+    a.q = calloc((size_t)f->n * (size_t)a.nb * MOE_QK, 1);
+    a.d = calloc((size_t)f->n * (size_t)a.nb, sizeof(float));
+    a.s = calloc((size_t)f->n * (size_t)a.nb, sizeof(float));
+    return a;
+}
+
+static void act_del(moe_act *a) { free(a->q); free(a->d); free(a->s); }
+
+static fixture make(moe_dtype dt, int64_t rows, int64_t cols, int n, unsigned seed) {
+    fixture f = {rows, cols, n, {0}, 0, 0, 0};
+    float *src = malloc((size_t)(rows * cols) * 4);
+    for (int64_t i = 0; i < rows * cols; i++) src[i] = rnd(&seed) * (1 + (i % 7 == 0) * 3);
+    void *data = malloc(moe_tensor_bytes(dt, (uint64_t)rows, (uint64_t)cols));
+    moe_quantize(dt, src, rows, cols, data);
+    f.w = (moe_weight){data, dt, rows, cols};
+    f.wf = malloc((size_t)(rows * cols) * 4);
+    moe_dequantize_rows(dt, data, rows, cols, 0, rows, f.wf);
+    if (dt == MOE_F32 || dt == MOE_F16 || dt == MOE_BF16) {
+        int same = 1;
+        for (int64_t i = 0; i < rows * cols && dt == MOE_F32; i++) same &= f.wf[i] == src[i];
+        CHECK(same, "f32 round trip");
+    } else {
+        /* Each value is within half a quantization step of the original (plus the f16 scale's rounding);
+         * q4's range [-8, 7] d is asymmetric, so a value on the short side may be clamped by up to one step. */
+        double worst = 0;
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t b = 0; b < cols; b += MOE_QK) {
+                float amax = 0;
+                for (int64_t c = b; c < cols && c < b + MOE_QK; c++) amax = fmaxf(amax, fabsf(src[r * cols + c]));
+                const double step = dt == MOE_Q8 ? amax / 127.0 : amax / 8.0;
+                for (int64_t c = b; c < cols && c < b + MOE_QK; c++)
+                    worst = fmax(worst, fabs(f.wf[r * cols + c] - src[r * cols + c]) / (step + 1e-30));
+            }
+        CHECK(worst <= (dt == MOE_Q8 ? 0.5 : 1.0) + 1e-2, "%s quantization error %.3f steps (rows=%lld cols=%lld)", moe_dtype_name(dt),
+              worst, (long long)rows, (long long)cols);
+    }
+    free(src);
+    f.x = malloc((size_t)n * (size_t)cols * 4);
+    for (int64_t i = 0; i < (int64_t)n * cols; i++) f.x[i] = rnd(&seed);
+    f.idx = malloc((size_t)n * sizeof(int32_t));
+    for (int i = 0; i < n; i++) f.idx[i] = (int32_t)((i * 7 + 3) % n);
+    return f;
+}
+
+static void unmake(fixture *f) { free((void *)f->w.data); free(f->wf); free(f->x); free(f->idx); }
+
+/* y for all tokens through the index, and the activations used. */
+static void run(const moe_kernels *k, const fixture *f, moe_act *a, float *y) {
+    a->n = f->n;
+    if (moe_dtype_is_quant(f->w.dtype)) k->quantize_act(a, 0, f->n);
+    moe_mm mm = {y, f->rows, &f->w, a, f->idx, f->n};
+    moe_matmul_run(k, &mm, 1);
+}
+
+static void test_shape(const moe_kernels *simd, moe_dtype dt, int64_t rows, int64_t cols, int n, unsigned seed) {
+    fixture f = make(dt, rows, cols, n, seed);
+    moe_act a = act_new(&f);
+    float *y = malloc((size_t)n * (size_t)rows * 4);
+    run(&moe_kernels_scalar, &f, &a, y);
+
+    /* scalar against double precision */
+    const int quant = moe_dtype_is_quant(dt);
+    double worst = 0;
+    for (int j = 0; j < n; j++) {
+        float xd[1024];
+        const float *x = f.x + (size_t)f.idx[j] * (size_t)cols;
+        for (int64_t c = 0; c < cols; c++)
+            xd[c] = quant ? a.d[f.idx[j] * a.nb + c / MOE_QK] * a.q[(size_t)f.idx[j] * (size_t)(a.nb * MOE_QK) + c] : x[c];
+        for (int64_t r = 0; r < rows; r++) {
+            double ref = 0, mag = 0;
+            for (int64_t c = 0; c < cols; c++) {
+                ref += (double)f.wf[r * cols + c] * xd[c];
+                mag += fabs((double)f.wf[r * cols + c] * xd[c]);
+            }
+            worst = fmax(worst, fabs(y[(size_t)j * rows + r] - ref) / (mag + 1e-30));
+        }
+    }
+    CHECK(worst < 2e-6, "scalar %s rows=%lld cols=%lld n=%d: error %g", moe_dtype_name(dt), (long long)rows,
+          (long long)cols, n, worst);
+
+    if (simd) {
+        moe_act b = act_new(&f);
+        float *z = malloc((size_t)n * (size_t)rows * 4);
+        run(simd, &f, &b, z);
+        if (quant) {
+            size_t nq = (size_t)n * (size_t)a.nb;
+            CHECK(!memcmp(a.q, b.q, nq * MOE_QK) && !memcmp(a.d, b.d, nq * 4), "%s activation quantization differs",
+                  simd->isa);
+            double ds = 0;
+            for (size_t i = 0; i < nq; i++) ds = fmax(ds, fabs(a.s[i] - b.s[i]));
+            CHECK(ds == 0, "%s activation sums differ by %g", simd->isa, ds);
+        }
+        double dz = 0, mag = 0;
+        for (size_t i = 0; i < (size_t)n * (size_t)rows; i++) {
+            dz = fmax(dz, fabs(z[i] - y[i]));
+            mag = fmax(mag, fabs(y[i]));
+        }
+        CHECK(dz <= 1e-5 * (mag + 1e-3) * sqrt((double)cols), "%s %s rows=%lld cols=%lld n=%d: differs from scalar by %g (max %g)",
+              simd->isa, moe_dtype_name(dt), (long long)rows, (long long)cols, n, dz, mag);
+        free(z);
+        act_del(&b);
+    }
+    free(y);
+    act_del(&a);
+    unmake(&f);
 }
 
 int main(void) {
-    const int rows[] = {1, 7, 37};
-    const int cols[] = {1, 5, 64, 255, 257, 300};
-    const int toks[] = {1, 3, 17, 40};
+    const char *simd_isas[] = {"avx2", "neon"};
+    const moe_kernels *simd[2];
+    for (int i = 0; i < 2; i++) {
+        simd[i] = moe_kernels_for(simd_isas[i]);
+        if (!simd[i]) printf("skip: %s kernels are not built for this target or not supported by this CPU\n", simd_isas[i]);
+        else printf("testing %s kernels against scalar\n", simd_isas[i]);
+    }
+    const int64_t rows[] = {1, 5, 37, 64};
+    const int64_t cols[] = {1, 31, 33, 64, 257, 300};
+    const int toks[] = {1, 3, 17};
     unsigned seed = 1;
-    for (int d = 0; d < MOE_DTYPE_COUNT; d++)
-        for (size_t r = 0; r < sizeof rows / sizeof *rows; r++)
-            for (size_t c = 0; c < sizeof cols / sizeof *cols; c++)
-                for (size_t t = 0; t < sizeof toks / sizeof *toks; t++)
-                    test_shape((moe_dtype)d, rows[r], cols[c], toks[t], seed++);
+    for (int s = 0; s < 2; s++)
+        for (int d = 0; d < MOE_DTYPE_COUNT; d++)
+            for (size_t r = 0; r < sizeof rows / sizeof *rows; r++)
+                for (size_t c = 0; c < sizeof cols / sizeof *cols; c++)
+                    for (size_t t = 0; t < sizeof toks / sizeof *toks; t++)
+                        if (s == 0 || simd[s - 1 + 0]) test_shape(s ? simd[0] : NULL, (moe_dtype)d, rows[r], cols[c], toks[t], seed++);
+    for (int d = 0; d < MOE_DTYPE_COUNT; d++) test_shape(simd[0] ? simd[0] : simd[1], (moe_dtype)d, 41, 96, 512, seed++);
 
-    /* rmsnorm and swiglu against their definitions. */
     float x[5] = {1, -2, 3, 0.5f, -0.25f}, wt[5] = {1, 0.5f, 2, 1, -1}, o[5];
     moe_rmsnorm(o, x, wt, 5, 1e-5f);
     double ms = 0;

@@ -176,7 +176,7 @@ static int cmd_run(const run_opts *o) {
     if (!m) goto fail;
     const int V = moe_model_hparams(m)->n_vocab;
     int n_ctx = o->n_ctx > 0 ? o->n_ctx : n_prompt + o->n_predict;
-    c = moe_ctx_new(m, (moe_ctx_params){.n_ctx = n_ctx, .n_threads = o->n_threads}, &err);
+    c = moe_ctx_new(m, (moe_ctx_params){.n_ctx = n_ctx, .n_threads = o->n_threads, .isa = getenv("MOE_ISA")}, &err);
     if (!c) goto fail;
     logits = malloc((size_t)n_prompt * (size_t)V * sizeof(float));
     if (!logits) {

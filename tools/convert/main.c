@@ -17,6 +17,7 @@
 #include "families.h"
 #include "format/format.h"
 #include "model/model.h"
+#include "quant/quant.h"
 #include "safetensors.h"
 #include "util/error.h"
 #include "util/file.h"
@@ -144,13 +145,30 @@ static float src_elem(const st_tensor *t, uint64_t i) {
     }
 }
 
-static void convert_data(void *out, moe_dtype to, const st_tensor *t, uint64_t n) {
-    for (uint64_t i = 0; i < n; i++) {
-        float v = src_elem(t, i);
-        if (to == MOE_F32) ((float *)out)[i] = v;
-        else if (to == MOE_F16) ((uint16_t *)out)[i] = moe_f32_to_f16(v);
-        else ((uint16_t *)out)[i] = moe_f32_to_bf16(v);
+/* Converts the whole tensor into out, on all cores: chunks of rows are
+ * widened to f32 and quantized independently (a chunk is a whole number of
+ * row groups, so chunks land at exact byte offsets). */
+#define ROWS_PER_CHUNK 64
+static int convert_data(void *out, const job *j) {
+    const int64_t cols = j->dims[0], rows = j->n_dims > 1 ? j->dims[1] : 1;
+    int failed = 0;
+    #pragma omp parallel
+    {
+        float *buf = malloc((size_t)ROWS_PER_CHUNK * (size_t)cols * sizeof(float));
+        if (!buf) {
+            #pragma omp atomic write
+            failed = 1;
+        }
+        #pragma omp for schedule(dynamic, 1)
+        for (int64_t r0 = 0; r0 < rows; r0 += ROWS_PER_CHUNK) {
+            if (!buf) continue;
+            const int64_t n = rows - r0 < ROWS_PER_CHUNK ? rows - r0 : ROWS_PER_CHUNK;
+            for (int64_t i = 0; i < n * cols; i++) buf[i] = src_elem(j->src, (uint64_t)(r0 * cols + i));
+            moe_quantize(j->dtype, buf, n, cols, (uint8_t *)out + moe_tensor_bytes(j->dtype, (uint64_t)r0, (uint64_t)cols));
+        }
+        free(buf);
     }
+    return failed ? -1 : 0;
 }
 
 static void progress(int done, int total, const char *name) {
@@ -187,9 +205,18 @@ static void write_meta(moef_writer *w, const moe_hparams *hp, const char *dir, m
 
 static int write_model(const plan *p, const st_checkpoint *ck, const moe_hparams *hp, const char *dir,
                        const char *out, moe_dtype wtype, moe_error *err) {
+    /* No signal may land between creating the temporary file and recording
+     * its name for the handler. */
+    sigset_t block, old;
+    sigemptyset(&block);
+    sigaddset(&block, SIGINT);
+    sigaddset(&block, SIGTERM);
+    sigaddset(&block, SIGHUP);
+    sigprocmask(SIG_BLOCK, &block, &old);
     moef_writer *w = moef_writer_new(out, err);
+    if (w) snprintf(temp_path, sizeof temp_path, "%s", moef_writer_temp_path(w));
+    sigprocmask(SIG_SETMASK, &old, NULL);
     if (!w) return -1;
-    snprintf(temp_path, sizeof temp_path, "%s", moef_writer_temp_path(w));
     write_meta(w, hp, dir, wtype);
     int rc = 0;
     for (int i = 0; i < p->n && !rc; i++)
@@ -202,8 +229,7 @@ static int write_model(const plan *p, const st_checkpoint *ck, const moe_hparams
     size_t cap = 0;
     for (int i = 0; i < p->n && !rc; i++) {
         const job *j = &p->jobs[i];
-        uint64_t n = (uint64_t)j->dims[0] * (uint64_t)(j->n_dims > 1 ? j->dims[1] : 1);
-        size_t need = (size_t)moe_dtype_bytes(j->dtype, n);
+        size_t need = (size_t)moe_tensor_bytes(j->dtype, (uint64_t)(j->n_dims > 1 ? j->dims[1] : 1), (uint64_t)j->dims[0]);
         if (need > cap) {
             free(buf);
             cap = need;
@@ -212,7 +238,10 @@ static int write_model(const plan *p, const st_checkpoint *ck, const moe_hparams
                 break;
             }
         }
-        convert_data(buf, j->dtype, j->src, n);
+        if (convert_data(buf, j)) {
+            rc = moe_fail(err, "out of memory converting %s", j->src->name);
+            break;
+        }
         st_release(ck, j->src);
         rc = moef_writer_data(w, i, buf, err);
         if (tty) progress(i + 1, p->n, j->name);
@@ -252,6 +281,7 @@ int main(int argc, char **argv) {
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     signal(SIGHUP, on_signal);
+    signal(SIGXFSZ, SIG_IGN); /* a file-size limit then fails the write with a message */
 
     moe_error err = {{0}};
     char config_path[4096];

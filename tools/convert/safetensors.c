@@ -204,7 +204,8 @@ int st_open(st_checkpoint *ck, const char *dir, moe_error *err) {
         cJSON *wm = cJSON_GetObjectItemCaseSensitive(index, "weight_map");
         for (cJSON *e = wm->child; e && !rc; e = e->next) {
             const st_tensor *t = st_find(ck, e->string);
-            if (!t) rc = moe_fail(err, "%s: index names tensor %s in %s, but that shard does not contain it",
+            const char *shard = t ? strrchr(st_path(ck, t), '/') : NULL;
+            if (!t || strcmp(shard ? shard + 1 : st_path(ck, t), e->valuestring)) rc = moe_fail(err, "%s: index names tensor %s in %s, but that shard does not contain it",
                                   index_path, e->string, e->valuestring);
         }
     }

@@ -1,0 +1,191 @@
+/*
+ * kernels_avx2.c — AVX2 + FMA + F16C kernels (x86-64). Compiled with those
+ * flags for this file only and chosen at run time when the CPU has them.
+ *
+ * q4/q8: activations are int8 in blocks of 32 (moe_act). For each group of
+ * four weight rows and each block, the four rows' 32 weights are loaded and
+ * widened once and multiplied into up to four tokens with maddubs (u8 x s8 ->
+ * i16 pairs) and madd (-> i32). The four rows' i32 sums are folded into one
+ * vector with two hadds, so the block's scales are applied to four rows with
+ * one convert and two FMAs. q4 weights are stored as n = q + 8 in [0, 15]:
+ * sum((n - 8) x) = sum(n x) - 8 sum(x), and sum(x) comes with the activations.
+ */
+#include <immintrin.h>
+#include <string.h>
+
+#include "kernels.h"
+#include "quant/quant.h"
+
+#define TOK_TILE 4
+
+static inline const float *act_row(const moe_mm *mm, int j) {
+    return mm->a->x + (size_t)(mm->idx ? mm->idx[j] : j) * (size_t)mm->a->cols;
+}
+
+static inline float hsum256(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+static inline __m128i fold4(__m256i p0, __m256i p1, __m256i p2, __m256i p3) {
+    __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(p0, p1), _mm256_hadd_epi32(p2, p3));
+    return _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+}
+
+static inline void store_rows(const moe_mm *mm, int j, int64_t row0, int64_t r1, __m128 v) {
+    float out[4];
+    _mm_storeu_ps(out, v);
+    for (int r = 0; r < 4 && row0 + r < r1; r++) mm->y[j * mm->ldy + row0 + r] = out[r];
+}
+
+/* One group of four rows times T tokens (T a compile-time constant after inlining). */
+static inline __attribute__((always_inline)) void quant_group(const moe_mm *mm, int q4, const uint8_t *grp,
+                                                              const int64_t *trow, int T, __m128 *acc) {
+    const moe_act *a = mm->a;
+    const int64_t nb = a->nb;
+    const size_t gbytes = q4 ? MOE_Q4_GROUP_BYTES : MOE_Q8_GROUP_BYTES;
+    const __m256i ones = _mm256_set1_epi16(1), low4 = _mm256_set1_epi8(15);
+    for (int t = 0; t < T; t++) acc[t] = _mm_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = grp + (size_t)b * gbytes;
+        const __m128 dw = _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)blk));
+        __m256i w[4];
+        for (int r = 0; r < 4; r++) {
+            if (q4) {
+                __m128i raw = _mm_loadu_si128((const __m128i *)(blk + 8 + 16 * r));
+                w[r] = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), low4);
+            } else {
+                w[r] = _mm256_loadu_si256((const __m256i *)(blk + 8 + 32 * r));
+            }
+        }
+        for (int t = 0; t < T; t++) {
+            const __m256i x = _mm256_loadu_si256((const __m256i *)(a->q + trow[t] * nb * MOE_QK + b * MOE_QK));
+            __m256i p[4];
+            for (int r = 0; r < 4; r++) {
+                __m256i prod = q4 ? _mm256_maddubs_epi16(w[r], x)
+                                  : _mm256_maddubs_epi16(_mm256_sign_epi8(w[r], w[r]), _mm256_sign_epi8(x, w[r]));
+                p[r] = _mm256_madd_epi16(prod, ones);
+            }
+            const __m128 s = _mm_cvtepi32_ps(fold4(p[0], p[1], p[2], p[3]));
+            const __m128 dx = _mm_set1_ps(a->d[trow[t] * nb + b]);
+            const __m128 v = q4 ? _mm_fmsub_ps(dx, s, _mm_set1_ps(8.0f * a->s[trow[t] * nb + b])) : _mm_mul_ps(dx, s);
+            acc[t] = _mm_fmadd_ps(dw, v, acc[t]);
+        }
+    }
+}
+
+static inline __attribute__((always_inline)) void mm_quant(const moe_mm *mm, int64_t r0, int64_t r1, int q4) {
+    const size_t gbytes = q4 ? MOE_Q4_GROUP_BYTES : MOE_Q8_GROUP_BYTES;
+    for (int64_t g = r0 / 4; g * 4 < r1; g++) {
+        const uint8_t *grp = (const uint8_t *)mm->w->data + (size_t)g * (size_t)mm->a->nb * gbytes;
+        int j = 0;
+        for (; j + TOK_TILE <= mm->n; j += TOK_TILE) {
+            int64_t trow[TOK_TILE];
+            __m128 acc[TOK_TILE];
+            for (int t = 0; t < TOK_TILE; t++) trow[t] = mm->idx ? mm->idx[j + t] : j + t;
+            quant_group(mm, q4, grp, trow, TOK_TILE, acc);
+            for (int t = 0; t < TOK_TILE; t++) store_rows(mm, j + t, g * 4, r1, acc[t]);
+        }
+        for (; j < mm->n; j++) {
+            int64_t trow[1] = {mm->idx ? mm->idx[j] : j};
+            __m128 acc[1];
+            quant_group(mm, q4, grp, trow, 1, acc);
+            store_rows(mm, j, g * 4, r1, acc[0]);
+        }
+    }
+}
+
+static void mm_q4(const moe_mm *mm, int64_t r0, int64_t r1) { mm_quant(mm, r0, r1, 1); }
+static void mm_q8(const moe_mm *mm, int64_t r0, int64_t r1) { mm_quant(mm, r0, r1, 0); }
+
+/* Eight weights of row p starting at column c, as floats. */
+static inline __attribute__((always_inline)) __m256 load8(moe_dtype t, const void *p, int64_t c) {
+    if (t == MOE_F32) return _mm256_loadu_ps((const float *)p + c);
+    __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)p + c));
+    if (t == MOE_F16) return _mm256_cvtph_ps(h);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+/* Float weights: four rows at a time share each load of the activations. */
+static inline __attribute__((always_inline)) void mm_float(const moe_mm *mm, int64_t r0, int64_t r1, moe_dtype t) {
+    const moe_weight *w = mm->w;
+    const int64_t cols = w->cols, esize = t == MOE_F32 ? 4 : 2;
+    const int64_t cv = cols / 8 * 8;
+    for (int64_t r = r0; r < r1; r += 4) {
+        const int nr = r1 - r < 4 ? (int)(r1 - r) : 4;
+        const void *row[4];
+        for (int i = 0; i < 4; i++) row[i] = (const uint8_t *)w->data + (size_t)(r + (i < nr ? i : 0)) * cols * esize;
+        for (int j = 0; j < mm->n; j++) {
+            const float *x = act_row(mm, j);
+            __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+            for (int64_t c = 0; c < cv; c += 8) {
+                const __m256 xv = _mm256_loadu_ps(x + c);
+                for (int i = 0; i < 4; i++) acc[i] = _mm256_fmadd_ps(load8(t, row[i], c), xv, acc[i]);
+            }
+            for (int i = 0; i < nr; i++) {
+                float s = hsum256(acc[i]);
+                if (cv < cols) {
+                    float tail[8];
+                    moe_dequantize_rows(t, (const uint8_t *)row[i] + cv * esize, 1, cols - cv, 0, 1, tail);
+                    for (int64_t c = cv; c < cols; c++) s += tail[c - cv] * x[c];
+                }
+                mm->y[j * mm->ldy + r + i] = s;
+            }
+        }
+    }
+}
+
+static void mm_f32(const moe_mm *mm, int64_t r0, int64_t r1) { mm_float(mm, r0, r1, MOE_F32); }
+static void mm_f16(const moe_mm *mm, int64_t r0, int64_t r1) { mm_float(mm, r0, r1, MOE_F16); }
+static void mm_bf16(const moe_mm *mm, int64_t r0, int64_t r1) { mm_float(mm, r0, r1, MOE_BF16); }
+
+static void quantize_act(moe_act *a, int t0, int t1) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    for (int t = t0; t < t1; t++) {
+        const float *x = a->x + (size_t)t * (size_t)a->cols;
+        int8_t *q = a->q + (size_t)t * (size_t)(a->nb * MOE_QK);
+        for (int64_t b = 0; b < a->nb; b++) {
+            const int64_t c0 = b * MOE_QK;
+            float buf[MOE_QK];
+            const float *xb = x + c0;
+            if (a->cols - c0 < MOE_QK) {
+                memset(buf, 0, sizeof buf);
+                memcpy(buf, xb, (size_t)(a->cols - c0) * sizeof(float));
+                xb = buf;
+            }
+            __m256 v[4], m = _mm256_setzero_ps();
+            for (int i = 0; i < 4; i++) {
+                v[i] = _mm256_loadu_ps(xb + 8 * i);
+                m = _mm256_max_ps(m, _mm256_andnot_ps(sign, v[i]));
+            }
+            __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+            m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+            m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+            const float d = _mm_cvtss_f32(m4) / 127.0f, inv = d ? 1.0f / d : 0.0f;
+            const __m256 vinv = _mm256_set1_ps(inv);
+            __m256i iv[4];
+            for (int i = 0; i < 4; i++)
+                iv[i] = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v[i], vinv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+            /* pack 32 i32 -> 32 i8, undoing the lane interleave of the packs */
+            __m256i p16a = _mm256_packs_epi32(iv[0], iv[1]), p16b = _mm256_packs_epi32(iv[2], iv[3]);
+            __m256i p8 = _mm256_packs_epi16(p16a, p16b);
+            p8 = _mm256_permutevar8x32_epi32(p8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+            _mm256_storeu_si256((__m256i *)(q + c0), p8);
+            __m256i s16 = _mm256_maddubs_epi16(_mm256_set1_epi8(1), p8);
+            __m256i s32 = _mm256_madd_epi16(s16, _mm256_set1_epi16(1));
+            __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s32), _mm256_extracti128_si256(s32, 1));
+            s4 = _mm_hadd_epi32(s4, s4);
+            s4 = _mm_hadd_epi32(s4, s4);
+            a->d[t * a->nb + b] = d;
+            a->s[t * a->nb + b] = d * (float)_mm_cvtsi128_si32(s4);
+        }
+    }
+}
+
+const moe_kernels moe_kernels_avx2 = {
+    .isa = "avx2",
+    .mm = {[MOE_F32] = mm_f32, [MOE_F16] = mm_f16, [MOE_BF16] = mm_bf16, [MOE_Q8] = mm_q8, [MOE_Q4] = mm_q4},
+    .quantize_act = quantize_act,
+};
