@@ -8,7 +8,7 @@
 For each family (mixtral, qwen2_moe, qwen3_moe, olmoe) x dtype (f32, bf16;
 qwen3_moe f32 is written in 3 shards):
   1. tests/gen_checkpoint.py writes a tiny seeded checkpoint;
-  2. moe-convert HFDIR -o OUT.moe [--quant bf16 for bf16 checkpoints];
+  2. moe-convert HFDIR -o OUT.moe --quant f32|bf16 (the checkpoint's own type);
   3. moe-cli run -m OUT.moe --tokens <P ids> -n 16 --logits-out X.bin, and
      tests/reference/reference.py with the same tokens;
      the generated ids must match, and max|dlogit| <= tol * max|logit_ref|
@@ -168,7 +168,7 @@ def runtime_case(args, family, dtype, shards):
     ref = read_logits(ref_path, vocab, P + N, "reference")
 
     moe = hf + ".moe"
-    convert = [args.convert, hf, "-o", moe] + (["--quant", "bf16"] if dtype == "bf16" else [])
+    convert = [args.convert, hf, "-o", moe, "--quant", dtype]
     run(convert, "moe-convert")
 
     x_path = hf + ".X.bin"

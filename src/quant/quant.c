@@ -29,23 +29,60 @@ uint64_t moe_tensor_bytes(moe_dtype t, uint64_t rows, uint64_t cols) {
     }
 }
 
-/* Scale and quants of one block of n <= 32 values (the rest are zero). */
+static float round_trip_f16(float d) { return moe_f16_to_f32(moe_f32_to_f16(d)); }
+
+/* Quants of x for scale d (as stored), and the squared error they leave. */
+static double quants_for(const float *x, int n, float d, int lo, int hi, int8_t *q) {
+    const float inv = d != 0 ? 1.0f / d : 0.0f;
+    double err = 0;
+    for (int i = 0; i < MOE_QK; i++) {
+        int v = i < n ? (int)lrintf(x[i] * inv) : 0;
+        q[i] = (int8_t)(v < lo ? lo : v > hi ? hi : v);
+        if (i < n) err += (double)(x[i] - d * q[i]) * (x[i] - d * q[i]);
+    }
+    return err;
+}
+
+/* Scale and quants of one block of n <= 32 values (the rest are zero).
+ * q8 is symmetric over [-127, 127] with d = max|x| / 127. q4 uses [-8, 7]:
+ * starting from the scale that maps the value of largest magnitude to -8, it
+ * tries nearby scales, refits each by least squares (d = sum(x q) / sum(q q))
+ * and keeps the one with the smallest squared error: with only 16 levels the
+ * best scale is rarely the one set by the extreme value. */
 static uint16_t quant_block(moe_dtype t, const float *x, int n, int8_t *q) {
     float amax = 0, signed_max = 0;
     for (int i = 0; i < n; i++)
         if (fabsf(x[i]) > amax) { amax = fabsf(x[i]); signed_max = x[i]; }
-    /* q8: symmetric over [-127, 127]. q4: the value of largest magnitude maps
-     * to -8, so the asymmetric range [-8, 7] is used in full. */
-    float d = t == MOE_Q8 ? amax / 127.0f : signed_max / -8.0f;
-    uint16_t dh = moe_f32_to_f16(d);
-    float dq = moe_f16_to_f32(dh);  /* quantize against the scale as stored */
-    float inv = dq != 0 ? 1.0f / dq : 0.0f;
-    int lo = t == MOE_Q8 ? -127 : -8, hi = t == MOE_Q8 ? 127 : 7;
-    for (int i = 0; i < MOE_QK; i++) {
-        int v = i < n ? (int)lrintf(x[i] * inv) : 0;
-        q[i] = (int8_t)(v < lo ? lo : v > hi ? hi : v);
+    if (t == MOE_Q8) {
+        uint16_t dh = moe_f32_to_f16(amax / 127.0f);
+        quants_for(x, n, moe_f16_to_f32(dh), -127, 127, q);
+        return dh;
     }
-    return dh;
+    if (amax == 0) {
+        memset(q, 0, MOE_QK);
+        return 0;
+    }
+    float best_d = round_trip_f16(signed_max / -8.0f);
+    double best = quants_for(x, n, best_d, -8, 7, q);
+    int8_t trial[MOE_QK];
+    for (int step = -10; step <= 10; step++) {
+        const float d0 = signed_max / (-8.0f + 0.1f * (float)step);
+        quants_for(x, n, d0, -8, 7, trial);
+        double xq = 0, qq = 0;
+        for (int i = 0; i < n; i++) {
+            xq += (double)x[i] * trial[i];
+            qq += (double)trial[i] * trial[i];
+        }
+        if (qq == 0) continue;
+        const float d = round_trip_f16((float)(xq / qq));
+        const double err = quants_for(x, n, d, -8, 7, trial);
+        if (err < best) {
+            best = err;
+            best_d = d;
+            memcpy(q, trial, MOE_QK);
+        }
+    }
+    return moe_f32_to_f16(best_d);
 }
 
 static void quantize_blocked(moe_dtype t, const float *src, int64_t rows, int64_t cols, uint8_t *dst) {

@@ -34,6 +34,19 @@ typedef struct job {
     uint64_t align;
 } job;
 
+/* The element type of each class of tensor. Norms, biases and routers are
+ * always f32: they are small and routing decisions are sensitive to them. */
+typedef enum tensor_class { TC_EXPERTS, TC_SHARED, TC_ATTN, TC_EMBED, TC_OUTPUT, TC_COUNT } tensor_class;
+static const char *const class_flags[TC_COUNT] = {"--experts", "--shared-experts", "--attn", "--embed", "--output"};
+static const char *const class_keys[TC_COUNT] = {"experts", "shared", "attn", "embed", "output"};
+typedef struct recipe {
+    moe_dtype type[TC_COUNT];
+} recipe;
+
+/* Routed experts are most of the bytes and tolerate 4 bits best; everything
+ * that every token reads keeps 8 bits. See README "Quantization recipes". */
+static const recipe default_recipe = {{MOE_Q4, MOE_Q8, MOE_Q8, MOE_Q8, MOE_Q8}};
+
 typedef struct plan {
     job *jobs;
     int n, cap;
@@ -51,9 +64,12 @@ static void on_signal(int sig) {
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: moe-convert HF_DIR -o OUT.moe [--quant f32|f16|bf16]\n"
+            "usage: moe-convert HF_DIR -o OUT.moe [--quant T] [--experts T] [--shared-experts T] [--attn T]\n"
+            "                   [--embed T] [--output T]\n"
             "  Converts a Hugging Face checkpoint (config.json + safetensors) to a .moe file.\n"
-            "  --quant T   element type of the weight matrices (default f32; norms and router stay f32)\n"
+            "  T is one of f32, f16, bf16, q8, q4. --quant sets every class; the others set one class:\n"
+            "  routed experts, shared experts (and dense FFN layers), attention, embedding, output head.\n"
+            "  Default recipe: experts q4, everything else q8; norms and routers are always f32.\n"
             "  supported model_type: %s\n",
             moe_family_list());
 }
@@ -97,11 +113,19 @@ static int add_job(plan *p, const st_checkpoint *ck, const char *dir, const char
 /* Every tensor of the model, in file order: embedding, then per layer its own
  * tensors followed by its experts (each expert one page-aligned range), then
  * the final norm and the output head. */
+static tensor_class layer_class(moe_layer_tensor t) {
+    switch (t) {
+    case LT_DENSE_GATE: case LT_DENSE_UP: case LT_DENSE_DOWN:
+    case LT_SHARED_GATE: case LT_SHARED_UP: case LT_SHARED_DOWN: return TC_SHARED;
+    default: return TC_ATTN;
+    }
+}
+
 static int make_plan(plan *p, const moe_family *fam, const moe_hparams *hp, const st_checkpoint *ck,
-                     const char *dir, moe_dtype wtype, moe_error *err) {
+                     const char *dir, const recipe *rec, moe_error *err) {
     char hf[160], canon[96];
-    if (add_job(p, ck, dir, "model.embed_tokens.weight", MOE_NAME_TOKEN_EMBD, 0, hp->n_vocab, hp->n_embd, wtype,
-                MOEF_TENSOR_ALIGN, err))
+    if (add_job(p, ck, dir, "model.embed_tokens.weight", MOE_NAME_TOKEN_EMBD, 0, hp->n_vocab, hp->n_embd,
+                rec->type[TC_EMBED], MOEF_TENSOR_ALIGN, err))
         return -1;
     for (int l = 0; l < hp->n_layers; l++) {
         for (int t = 0; t < LT_COUNT; t++) {
@@ -112,7 +136,8 @@ static int make_plan(plan *p, const moe_family *fam, const moe_hparams *hp, cons
             int keep_f32 = vector || t == LT_ROUTER || t == LT_SHARED_ROUTER;
             moe_family_layer_name(fam, hf, sizeof hf, l, t);
             moe_layer_tensor_name(canon, sizeof canon, l, t);
-            if (add_job(p, ck, dir, hf, canon, vector, rows, cols, keep_f32 ? MOE_F32 : wtype, MOEF_TENSOR_ALIGN, err))
+            if (add_job(p, ck, dir, hf, canon, vector, rows, cols, keep_f32 ? MOE_F32 : rec->type[layer_class(t)],
+                        MOEF_TENSOR_ALIGN, err))
                 return -1;
         }
         for (int e = 0; hp->layer_is_moe[l] && e < hp->n_experts; e++)
@@ -121,7 +146,7 @@ static int make_plan(plan *p, const moe_family *fam, const moe_hparams *hp, cons
                 moe_expert_tensor_shape(hp, t, &rows, &cols);
                 moe_family_expert_name(fam, hf, sizeof hf, l, e, t);
                 moe_expert_tensor_name(canon, sizeof canon, l, e, t);
-                if (add_job(p, ck, dir, hf, canon, 0, rows, cols, wtype,
+                if (add_job(p, ck, dir, hf, canon, 0, rows, cols, rec->type[TC_EXPERTS],
                             t == 0 ? MOEF_EXPERT_ALIGN : MOEF_TENSOR_ALIGN, err))
                     return -1;
             }
@@ -130,7 +155,8 @@ static int make_plan(plan *p, const moe_family *fam, const moe_hparams *hp, cons
                 MOEF_TENSOR_ALIGN, err))
         return -1;
     if (!hp->tie_embeddings &&
-        add_job(p, ck, dir, "lm_head.weight", MOE_NAME_OUTPUT, 0, hp->n_vocab, hp->n_embd, wtype, MOEF_TENSOR_ALIGN, err))
+        add_job(p, ck, dir, "lm_head.weight", MOE_NAME_OUTPUT, 0, hp->n_vocab, hp->n_embd, rec->type[TC_OUTPUT],
+                MOEF_TENSOR_ALIGN, err))
         return -1;
     return 0;
 }
@@ -190,21 +216,23 @@ static void warn_tokenizer(const char *dir) {
                         "the model will run on token ids only\n");
 }
 
-static void write_meta(moef_writer *w, const moe_hparams *hp, const char *dir, moe_dtype wtype) {
+static void write_meta(moef_writer *w, const moe_hparams *hp, const char *dir, const recipe *rec) {
     moe_hparams_write(hp, w);
     const char *base = strrchr(dir, '/');
     base = base && base[1] ? base + 1 : dir;
     moef_meta_put_str(w, "general.source", base);
     moef_meta_put_str(w, "general.converter", CONVERTER_VERSION);
-    char recipe[128];
-    snprintf(recipe, sizeof recipe, "experts=%s shared=%s attn=%s embed=%s output=%s norms=f32 router=f32",
-             moe_dtype_name(wtype), moe_dtype_name(wtype), moe_dtype_name(wtype), moe_dtype_name(wtype),
-             moe_dtype_name(wtype));
-    moef_meta_put_str(w, "general.recipe", recipe);
+    char text[160] = "";
+    for (int c = 0; c < TC_COUNT; c++) {
+        size_t k = strlen(text);
+        snprintf(text + k, sizeof text - k, "%s=%s ", class_keys[c], moe_dtype_name(rec->type[c]));
+    }
+    strncat(text, "norms=f32 router=f32", sizeof text - strlen(text) - 1);
+    moef_meta_put_str(w, "general.recipe", text);
 }
 
 static int write_model(const plan *p, const st_checkpoint *ck, const moe_hparams *hp, const char *dir,
-                       const char *out, moe_dtype wtype, moe_error *err) {
+                       const char *out, const recipe *rec, moe_error *err) {
     /* No signal may land between creating the temporary file and recording
      * its name for the handler. */
     sigset_t block, old;
@@ -217,7 +245,7 @@ static int write_model(const plan *p, const st_checkpoint *ck, const moe_hparams
     if (w) snprintf(temp_path, sizeof temp_path, "%s", moef_writer_temp_path(w));
     sigprocmask(SIG_SETMASK, &old, NULL);
     if (!w) return -1;
-    write_meta(w, hp, dir, wtype);
+    write_meta(w, hp, dir, rec);
     int rc = 0;
     for (int i = 0; i < p->n && !rc; i++)
         if (moef_writer_add(w, p->jobs[i].name, p->jobs[i].dtype, p->jobs[i].n_dims, p->jobs[i].dims,
@@ -253,29 +281,51 @@ static int write_model(const plan *p, const st_checkpoint *ck, const moe_hparams
     return rc;
 }
 
+static int parse_type(const char *flag, const char *v, moe_dtype *out) {
+    int t = moe_dtype_from_name(v);
+    if (t < 0) {
+        fprintf(stderr, "moe-convert: %s %s is not one of f32, f16, bf16, q8, q4\n", flag, v);
+        return -1;
+    }
+    *out = (moe_dtype)t;
+    return 0;
+}
+
 int main(int argc, char **argv) {
-    const char *dir = NULL, *out = NULL, *quant = "f32";
+    const char *dir = NULL, *out = NULL;
+    recipe rec = default_recipe;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "-o") && i + 1 < argc) out = argv[++i];
-        else if (!strcmp(argv[i], "--quant") && i + 1 < argc) quant = argv[++i];
-        else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) { usage(stdout); return 0; }
-        else if (argv[i][0] == '-') {
-            fprintf(stderr, "moe-convert: unknown option %s\n", argv[i]);
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int cls = -1;
+        for (int c = 0; c < TC_COUNT; c++)
+            if (!strcmp(a, class_flags[c])) cls = c;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return 0;
+        } else if ((!strcmp(a, "-o") || !strcmp(a, "--quant") || cls >= 0) && !v) {
+            fprintf(stderr, "moe-convert: %s needs a value\n", a);
+            return 2;
+        } else if (!strcmp(a, "-o")) {
+            out = argv[++i];
+        } else if (!strcmp(a, "--quant")) {
+            moe_dtype t;
+            if (parse_type(a, argv[++i], &t)) return 2;
+            for (int c = 0; c < TC_COUNT; c++) rec.type[c] = t;
+        } else if (cls >= 0) {
+            if (parse_type(a, argv[++i], &rec.type[cls])) return 2;
+        } else if (a[0] == '-') {
+            fprintf(stderr, "moe-convert: unknown option %s\n", a);
             usage(stderr);
             return 2;
-        } else if (!dir) dir = argv[i];
-        else {
-            fprintf(stderr, "moe-convert: unexpected argument %s\n", argv[i]);
+        } else if (!dir) {
+            dir = a;
+        } else {
+            fprintf(stderr, "moe-convert: unexpected argument %s\n", a);
             return 2;
         }
     }
     if (!dir || !out) {
         usage(stderr);
-        return 2;
-    }
-    int wtype = moe_dtype_from_name(quant);
-    if (wtype < 0) {
-        fprintf(stderr, "moe-convert: --quant %s is not one of f32, f16, bf16\n", quant);
         return 2;
     }
     signal(SIGINT, on_signal);
@@ -292,10 +342,10 @@ int main(int argc, char **argv) {
     free(text);
     st_checkpoint ck = {0};
     plan p = {0};
-    int rc = !fam || st_open(&ck, dir, &err) || make_plan(&p, fam, &hp, &ck, dir, (moe_dtype)wtype, &err);
+    int rc = !fam || st_open(&ck, dir, &err) || make_plan(&p, fam, &hp, &ck, dir, &rec, &err);
     if (!rc) {
         warn_tokenizer(dir);
-        rc = write_model(&p, &ck, &hp, dir, out, (moe_dtype)wtype, &err);
+        rc = write_model(&p, &ck, &hp, dir, out, &rec, &err);
     }
     if (rc) fprintf(stderr, "moe-convert: %s\n", err.msg);
     else fprintf(stderr, "moe-convert: wrote %s (%s, %d tensors)\n", out, hp.architecture, p.n);
