@@ -61,6 +61,51 @@ void moe_layer_tensor_shape(const moe_hparams *hp, moe_layer_tensor t, int64_t *
 void moe_expert_tensor_shape(const moe_hparams *hp, moe_expert_tensor t, int64_t *rows, int64_t *cols);
 int moe_tensor_is_vector(moe_layer_tensor t);
 
+/* ---- the file's tensors, in order, and the element type of each ---- */
+
+/* Classes of tensor a quantization recipe sets one type for. Norms, biases
+ * and routers are always f32: small, and routing is sensitive to them. */
+typedef enum moe_tensor_class {
+    MOE_TC_EXPERTS,   /* routed experts */
+    MOE_TC_SHARED,    /* shared experts and the FFN of dense layers */
+    MOE_TC_ATTN,
+    MOE_TC_EMBED,
+    MOE_TC_OUTPUT,
+    MOE_TC_COUNT,
+    MOE_TC_F32 = MOE_TC_COUNT
+} moe_tensor_class;
+
+typedef struct moe_recipe {
+    moe_dtype type[MOE_TC_COUNT];
+} moe_recipe;
+
+/* Routed experts q4 (most of the bytes), everything every token reads q8. */
+extern const moe_recipe moe_recipe_default;
+const char *moe_tensor_class_key(moe_tensor_class c); /* "experts", "shared", ... */
+/* "experts=q4 shared=q8 ... norms=f32 router=f32" */
+void moe_recipe_describe(const moe_recipe *r, char *buf, size_t n);
+
+typedef enum moe_spec_kind { MOE_SPEC_EMBED, MOE_SPEC_OUTPUT_NORM, MOE_SPEC_OUTPUT, MOE_SPEC_LAYER, MOE_SPEC_EXPERT } moe_spec_kind;
+
+typedef struct moe_tensor_spec {
+    char name[64];               /* canonical */
+    moe_spec_kind kind;
+    int layer, expert, id;       /* id: moe_layer_tensor or moe_expert_tensor */
+    int64_t rows, cols;
+    int vector;                  /* stored with one dimension (cols) */
+    moe_tensor_class cls;
+    uint64_t align;              /* MOEF_EXPERT_ALIGN for the first tensor of an expert */
+} moe_tensor_spec;
+
+/* Every tensor of a model with these hyperparameters, in file order:
+ * embedding; per layer its own tensors, then each expert's gate, up, down;
+ * final norm; output head. Returns the count (-1 out of memory); *out is
+ * the caller's to free. */
+int moe_tensor_specs(const moe_hparams *hp, moe_tensor_spec **out);
+static inline moe_dtype moe_spec_dtype(const moe_tensor_spec *s, const moe_recipe *r) {
+    return s->cls == MOE_TC_F32 ? MOE_F32 : r->type[s->cls];
+}
+
 /* Hyperparameters to and from the file's metadata ("moe.n_embd", ...). */
 void moe_hparams_write(const moe_hparams *hp, moef_writer *w);
 int moe_hparams_read(moe_hparams *hp, const moef_file *f, moe_error *err);

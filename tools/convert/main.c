@@ -34,19 +34,6 @@ typedef struct job {
     uint64_t align;
 } job;
 
-/* The element type of each class of tensor. Norms, biases and routers are
- * always f32: they are small and routing decisions are sensitive to them. */
-typedef enum tensor_class { TC_EXPERTS, TC_SHARED, TC_ATTN, TC_EMBED, TC_OUTPUT, TC_COUNT } tensor_class;
-static const char *const class_flags[TC_COUNT] = {"--experts", "--shared-experts", "--attn", "--embed", "--output"};
-static const char *const class_keys[TC_COUNT] = {"experts", "shared", "attn", "embed", "output"};
-typedef struct recipe {
-    moe_dtype type[TC_COUNT];
-} recipe;
-
-/* Routed experts are most of the bytes and tolerate 4 bits best; everything
- * that every token reads keeps 8 bits. See README "Quantization recipes". */
-static const recipe default_recipe = {{MOE_Q4, MOE_Q8, MOE_Q8, MOE_Q8, MOE_Q8}};
-
 typedef struct plan {
     job *jobs;
     int n, cap;
@@ -113,52 +100,27 @@ static int add_job(plan *p, const st_checkpoint *ck, const char *dir, const char
 /* Every tensor of the model, in file order: embedding, then per layer its own
  * tensors followed by its experts (each expert one page-aligned range), then
  * the final norm and the output head. */
-static tensor_class layer_class(moe_layer_tensor t) {
-    switch (t) {
-    case LT_DENSE_GATE: case LT_DENSE_UP: case LT_DENSE_DOWN:
-    case LT_SHARED_GATE: case LT_SHARED_UP: case LT_SHARED_DOWN: return TC_SHARED;
-    default: return TC_ATTN;
-    }
-}
-
+/* Every tensor of the model, in file order, found in the checkpoint and checked. */
 static int make_plan(plan *p, const moe_family *fam, const moe_hparams *hp, const st_checkpoint *ck,
-                     const char *dir, const recipe *rec, moe_error *err) {
-    char hf[160], canon[96];
-    if (add_job(p, ck, dir, "model.embed_tokens.weight", MOE_NAME_TOKEN_EMBD, 0, hp->n_vocab, hp->n_embd,
-                rec->type[TC_EMBED], MOEF_TENSOR_ALIGN, err))
-        return -1;
-    for (int l = 0; l < hp->n_layers; l++) {
-        for (int t = 0; t < LT_COUNT; t++) {
-            if (!moe_layer_tensor_present(hp, l, t)) continue;
-            int64_t rows, cols;
-            moe_layer_tensor_shape(hp, t, &rows, &cols);
-            int vector = moe_tensor_is_vector(t);
-            int keep_f32 = vector || t == LT_ROUTER || t == LT_SHARED_ROUTER;
-            moe_family_layer_name(fam, hf, sizeof hf, l, t);
-            moe_layer_tensor_name(canon, sizeof canon, l, t);
-            if (add_job(p, ck, dir, hf, canon, vector, rows, cols, keep_f32 ? MOE_F32 : rec->type[layer_class(t)],
-                        MOEF_TENSOR_ALIGN, err))
-                return -1;
+                     const char *dir, const moe_recipe *rec, moe_error *err) {
+    moe_tensor_spec *specs;
+    int n = moe_tensor_specs(hp, &specs);
+    if (n < 0) return moe_fail(err, "out of memory");
+    int rc = 0;
+    for (int i = 0; i < n && !rc; i++) {
+        const moe_tensor_spec *s = &specs[i];
+        char hf[160];
+        switch (s->kind) {
+        case MOE_SPEC_EMBED: snprintf(hf, sizeof hf, "model.embed_tokens.weight"); break;
+        case MOE_SPEC_OUTPUT_NORM: snprintf(hf, sizeof hf, "model.norm.weight"); break;
+        case MOE_SPEC_OUTPUT: snprintf(hf, sizeof hf, "lm_head.weight"); break;
+        case MOE_SPEC_LAYER: moe_family_layer_name(fam, hf, sizeof hf, s->layer, s->id); break;
+        case MOE_SPEC_EXPERT: moe_family_expert_name(fam, hf, sizeof hf, s->layer, s->expert, s->id); break;
         }
-        for (int e = 0; hp->layer_is_moe[l] && e < hp->n_experts; e++)
-            for (int t = 0; t < ET_COUNT; t++) {
-                int64_t rows, cols;
-                moe_expert_tensor_shape(hp, t, &rows, &cols);
-                moe_family_expert_name(fam, hf, sizeof hf, l, e, t);
-                moe_expert_tensor_name(canon, sizeof canon, l, e, t);
-                if (add_job(p, ck, dir, hf, canon, 0, rows, cols, rec->type[TC_EXPERTS],
-                            t == 0 ? MOEF_EXPERT_ALIGN : MOEF_TENSOR_ALIGN, err))
-                    return -1;
-            }
+        rc = add_job(p, ck, dir, hf, s->name, s->vector, s->rows, s->cols, moe_spec_dtype(s, rec), s->align, err);
     }
-    if (add_job(p, ck, dir, "model.norm.weight", MOE_NAME_OUTPUT_NORM, 1, 1, hp->n_embd, MOE_F32,
-                MOEF_TENSOR_ALIGN, err))
-        return -1;
-    if (!hp->tie_embeddings &&
-        add_job(p, ck, dir, "lm_head.weight", MOE_NAME_OUTPUT, 0, hp->n_vocab, hp->n_embd, rec->type[TC_OUTPUT],
-                MOEF_TENSOR_ALIGN, err))
-        return -1;
-    return 0;
+    free(specs);
+    return rc;
 }
 
 static float src_elem(const st_tensor *t, uint64_t i) {
@@ -216,23 +178,19 @@ static void warn_tokenizer(const char *dir) {
                         "the model will run on token ids only\n");
 }
 
-static void write_meta(moef_writer *w, const moe_hparams *hp, const char *dir, const recipe *rec) {
+static void write_meta(moef_writer *w, const moe_hparams *hp, const char *dir, const moe_recipe *rec) {
     moe_hparams_write(hp, w);
     const char *base = strrchr(dir, '/');
     base = base && base[1] ? base + 1 : dir;
     moef_meta_put_str(w, "general.source", base);
     moef_meta_put_str(w, "general.converter", CONVERTER_VERSION);
-    char text[160] = "";
-    for (int c = 0; c < TC_COUNT; c++) {
-        size_t k = strlen(text);
-        snprintf(text + k, sizeof text - k, "%s=%s ", class_keys[c], moe_dtype_name(rec->type[c]));
-    }
-    strncat(text, "norms=f32 router=f32", sizeof text - strlen(text) - 1);
+    char text[160];
+    moe_recipe_describe(rec, text, sizeof text);
     moef_meta_put_str(w, "general.recipe", text);
 }
 
 static int write_model(const plan *p, const st_checkpoint *ck, const moe_hparams *hp, const char *dir,
-                       const char *out, const recipe *rec, moe_error *err) {
+                       const char *out, const moe_recipe *rec, moe_error *err) {
     /* No signal may land between creating the temporary file and recording
      * its name for the handler. */
     sigset_t block, old;
@@ -293,11 +251,12 @@ static int parse_type(const char *flag, const char *v, moe_dtype *out) {
 
 int main(int argc, char **argv) {
     const char *dir = NULL, *out = NULL;
-    recipe rec = default_recipe;
+    moe_recipe rec = moe_recipe_default;
+    static const char *const class_flags[MOE_TC_COUNT] = {"--experts", "--shared-experts", "--attn", "--embed", "--output"};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int cls = -1;
-        for (int c = 0; c < TC_COUNT; c++)
+        for (int c = 0; c < MOE_TC_COUNT; c++)
             if (!strcmp(a, class_flags[c])) cls = c;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
@@ -310,7 +269,7 @@ int main(int argc, char **argv) {
         } else if (!strcmp(a, "--quant")) {
             moe_dtype t;
             if (parse_type(a, argv[++i], &t)) return 2;
-            for (int c = 0; c < TC_COUNT; c++) rec.type[c] = t;
+            for (int c = 0; c < MOE_TC_COUNT; c++) rec.type[c] = t;
         } else if (cls >= 0) {
             if (parse_type(a, argv[++i], &rec.type[cls])) return 2;
         } else if (a[0] == '-') {
