@@ -116,6 +116,11 @@ uint64_t moe_model_file_size(const moe_model *m);
 int moe_model_verify(const moe_model *m,
                      void (*on_bad)(void *user, const char *tensor), void *user);
 
+/* Bytes of weights one decoded token reads: attention, routers, the top-k
+ * routed experts, shared experts, dense layers, the output head and one
+ * embedding row (the KV cache is not counted). */
+uint64_t moe_model_bytes_per_token(const moe_model *m);
+
 /* Parameter counts: all weights, and those one token reads. */
 void moe_model_param_counts(const moe_model *m, uint64_t *total, uint64_t *active);
 

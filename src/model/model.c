@@ -135,6 +135,21 @@ int moe_model_verify(const moe_model *m, void (*on_bad)(void *user, const char *
     return bad;
 }
 
+static uint64_t bytes(const moe_weight *w) {
+    return w->data ? moe_tensor_bytes(w->dtype, (uint64_t)w->rows, (uint64_t)w->cols) : 0;
+}
+
+uint64_t moe_model_bytes_per_token(const moe_model *m) {
+    const moe_hparams *hp = &m->hp;
+    uint64_t total = bytes(&m->token_embd) / (uint64_t)hp->n_vocab + bytes(&m->output_norm) + bytes(&m->output);
+    for (int l = 0; l < hp->n_layers; l++) {
+        for (int t = 0; t < LT_COUNT; t++) total += bytes(&m->layers[l].w[t]);
+        if (!hp->layer_is_moe[l]) continue;
+        for (int t = 0; t < ET_COUNT; t++) total += bytes(&moe_model_expert(m, l, 0)[t]) * (uint64_t)hp->n_experts_used;
+    }
+    return total;
+}
+
 static uint64_t elems(const moe_weight *w) { return w->data ? (uint64_t)(w->rows * w->cols) : 0; }
 
 void moe_model_param_counts(const moe_model *m, uint64_t *total, uint64_t *active) {

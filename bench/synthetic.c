@@ -1,0 +1,159 @@
+/*
+ * synthetic.c — see synthetic.h. Shapes are those of each model's
+ * config.json. Weights are random but plausible: quantized blocks get random
+ * quants and scales near those of a trained matrix (|w| ~ 0.02), float
+ * tensors uniform values of the same size, norms 1 and biases 0, so the
+ * forward pass stays finite and routing is spread over all experts.
+ */
+#include "synthetic.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "format/format.h"
+#include "quant/quant.h"
+#include "util/error.h"
+#include "util/half.h"
+
+typedef struct shape {
+    const char *name, *architecture;
+    int vocab, embd, layers, heads, kv_heads, head_dim, experts, used, expert_ffn, shared_ffn;
+    float theta;
+    moe_qk_norm qk_norm;
+    int norm_topk;
+} shape;
+
+static const shape shapes[] = {
+    /* allenai/OLMoE-1B-7B-0924 */
+    {"olmoe-1b-7b", "OlmoeForCausalLM", 50304, 2048, 16, 16, 16, 128, 64, 8, 1024, 0, 10000.0f, MOE_QK_NORM_FULL, 0},
+    /* mistralai/Mixtral-8x7B-v0.1 */
+    {"mixtral-8x7b", "MixtralForCausalLM", 32000, 4096, 32, 32, 8, 128, 8, 2, 14336, 0, 1e6f, MOE_QK_NORM_NONE, 1},
+    /* Qwen/Qwen3-30B-A3B */
+    {"qwen3-30b-a3b", "Qwen3MoeForCausalLM", 151936, 2048, 48, 32, 4, 128, 128, 8, 768, 0, 1e6f, MOE_QK_NORM_PER_HEAD, 1},
+    /* Qwen/Qwen1.5-MoE-A2.7B */
+    {"qwen1.5-moe-a2.7b", "Qwen2MoeForCausalLM", 151936, 2048, 24, 16, 16, 128, 60, 4, 1408, 5632, 1e6f, MOE_QK_NORM_NONE, 0},
+};
+#define N_SHAPES (sizeof shapes / sizeof *shapes)
+
+const char *moe_synthetic_names(void) { return "olmoe-1b-7b, mixtral-8x7b, qwen3-30b-a3b, qwen1.5-moe-a2.7b"; }
+
+int moe_synthetic_hparams(const char *name, int n_layers, moe_hparams *hp, moe_error *err) {
+    const shape *s = NULL;
+    for (size_t i = 0; i < N_SHAPES; i++)
+        if (!strcmp(name, shapes[i].name)) s = &shapes[i];
+    if (!s && !strcmp(name, "deepseek-v2-lite"))
+        return moe_fail(err, "--synthetic deepseek-v2-lite: the DeepSeek family (MLA attention) is not supported yet");
+    if (!s) return moe_fail(err, "--synthetic %s: unknown model (known: %s)", name, moe_synthetic_names());
+    *hp = (moe_hparams){0};
+    snprintf(hp->architecture, sizeof hp->architecture, "%s", s->architecture);
+    hp->n_vocab = s->vocab;
+    hp->n_embd = s->embd;
+    hp->n_layers = n_layers > 0 ? n_layers : s->layers;
+    hp->n_heads = s->heads;
+    hp->n_kv_heads = s->kv_heads;
+    hp->head_dim = s->head_dim;
+    hp->n_ctx_train = 4096;
+    hp->rms_eps = 1e-6f;
+    hp->rope_theta = s->theta;
+    hp->qk_norm = s->qk_norm;
+    hp->attn_bias = s->shared_ffn > 0; /* the Qwen2-MoE shape */
+    hp->n_experts = s->experts;
+    hp->n_experts_used = s->used;
+    hp->expert_ffn = s->expert_ffn;
+    hp->shared_ffn = s->shared_ffn;
+    hp->shared_gate = s->shared_ffn > 0;
+    hp->norm_topk = s->norm_topk;
+    hp->bos_id = hp->eos_id = -1;
+    for (int l = 0; l < hp->n_layers; l++) hp->layer_is_moe[l] = 1;
+    return moe_hparams_check(hp, err);
+}
+
+static uint64_t splitmix(uint64_t *s) {
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static float uniform(uint64_t *s, float amp) { return ((float)(splitmix(s) >> 40) / 16777216.0f * 2 - 1) * amp; }
+
+/* Random content for one tensor; chunks of rows are generated in parallel,
+ * each from its own seed, so the result does not depend on the threads. */
+static void fill(uint8_t *dst, moe_dtype t, const moe_tensor_spec *s, uint64_t seed) {
+    const float amp = 0.035f;
+    if (s->vector) {
+        for (int64_t i = 0; i < s->cols; i++) ((float *)dst)[i] = s->id == LT_ATTN_NORM || s->id == LT_FFN_NORM ||
+                                                                    s->id == LT_Q_NORM || s->id == LT_K_NORM ||
+                                                                    s->kind == MOE_SPEC_OUTPUT_NORM ? 1.0f : 0.0f;
+        return;
+    }
+    const int64_t rows_per_chunk = 64;
+    #pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t r0 = 0; r0 < s->rows; r0 += rows_per_chunk) {
+        uint64_t st = seed * 0x100000001b3ull + (uint64_t)r0;
+        const int64_t n = s->rows - r0 < rows_per_chunk ? s->rows - r0 : rows_per_chunk;
+        uint8_t *p = dst + moe_tensor_bytes(t, (uint64_t)r0, (uint64_t)s->cols);
+        const uint64_t len = moe_tensor_bytes(t, (uint64_t)n, (uint64_t)s->cols);
+        if (moe_dtype_is_quant(t)) {
+            for (uint64_t i = 0; i < len; i += 8) {
+                uint64_t v = splitmix(&st);
+                memcpy(p + i, &v, len - i < 8 ? len - i : 8);
+            }
+            /* scales of the four rows at the front of every group-block */
+            const size_t gb = t == MOE_Q8 ? MOE_Q8_GROUP_BYTES : MOE_Q4_GROUP_BYTES;
+            const float d = t == MOE_Q8 ? 0.02f / 73.0f : 0.02f / 4.6f;
+            for (uint64_t b = 0; b < len / gb; b++)
+                for (int r = 0; r < MOE_QR; r++) {
+                    uint16_t h = moe_f32_to_f16(d * (0.75f + 0.5f * (float)(splitmix(&st) >> 40) / 16777216.0f));
+                    memcpy(p + b * gb + 2 * r, &h, 2);
+                }
+        } else {
+            for (int64_t i = 0; i < n * s->cols; i++) {
+                float v = uniform(&st, amp);
+                if (t == MOE_F32) ((float *)p)[i] = v;
+                else ((uint16_t *)p)[i] = t == MOE_F16 ? moe_f32_to_f16(v) : moe_f32_to_bf16(v);
+            }
+        }
+    }
+}
+
+int moe_synthetic_write(const char *path, const moe_hparams *hp, const moe_recipe *recipe, const char *name,
+                        moe_error *err) {
+    moe_tensor_spec *specs;
+    int n = moe_tensor_specs(hp, &specs);
+    if (n < 0) return moe_fail(err, "out of memory");
+    moef_writer *w = moef_writer_new(path, err);
+    if (!w) {
+        free(specs);
+        return -1;
+    }
+    moe_hparams_write(hp, w);
+    char text[160];
+    moef_meta_put_str(w, "general.source", name);
+    moef_meta_put_str(w, "general.converter", "moe-bench --synthetic (random weights)");
+    moe_recipe_describe(recipe, text, sizeof text);
+    moef_meta_put_str(w, "general.recipe", text);
+    int rc = 0;
+    uint64_t max_bytes = 0;
+    for (int i = 0; i < n && !rc; i++) {
+        const moe_tensor_spec *s = &specs[i];
+        const int64_t dims[2] = {s->cols, s->rows};
+        const moe_dtype t = moe_spec_dtype(s, recipe);
+        if (moef_writer_add(w, s->name, t, s->vector ? 1 : 2, dims, s->align) < 0) rc = moe_fail(err, "out of memory");
+        const uint64_t b = moe_tensor_bytes(t, (uint64_t)s->rows, (uint64_t)s->cols);
+        max_bytes = b > max_bytes ? b : max_bytes;
+    }
+    if (!rc) rc = moef_writer_layout(w, err);
+    uint8_t *buf = rc ? NULL : malloc(max_bytes);
+    if (!rc && !buf) rc = moe_fail(err, "out of memory for a %llu-byte tensor", (unsigned long long)max_bytes);
+    for (int i = 0; i < n && !rc; i++) {
+        fill(buf, moe_spec_dtype(&specs[i], recipe), &specs[i], (uint64_t)i + 1);
+        rc = moef_writer_data(w, i, buf, err);
+    }
+    if (!rc) rc = moef_writer_commit(w, err);
+    free(buf);
+    moef_writer_free(w);
+    free(specs);
+    return rc;
+}
