@@ -17,6 +17,7 @@
 #include "quant/quant.h"
 
 #define TOK_TILE 4
+#define PREFETCH_AHEAD 1024 /* bytes: weights stream once, so ask for them early */
 
 static inline const float *act_row(const moe_mm *mm, int j) {
     return mm->a->x + (size_t)(mm->idx ? mm->idx[j] : j) * (size_t)mm->a->cols;
@@ -40,38 +41,82 @@ static inline void store_rows(const moe_mm *mm, int j, int64_t row0, int64_t r1,
     for (int r = 0; r < 4 && row0 + r < r1; r++) mm->y[j * mm->ldy + row0 + r] = out[r];
 }
 
-/* One group of four rows times T tokens (T a compile-time constant after inlining). */
-static inline __attribute__((always_inline)) void quant_group(const moe_mm *mm, int q4, const uint8_t *grp,
-                                                              const int64_t *trow, int T, __m128 *acc) {
+/* Sums of four rows held as two vectors of four partial sums each
+ * (a: rows 0 and 1, b: rows 2 and 3), reduced to one vector of four. */
+static inline __m128 fold_rows(__m256 a, __m256 b) {
+    const __m256 h = _mm256_hadd_ps(a, b);       /* r0 r0 r2 r2 | r1 r1 r3 r3 */
+    const __m256 h2 = _mm256_hadd_ps(h, h);      /* r0 r2 r0 r2 | r1 r3 r1 r3 */
+    return _mm_unpacklo_ps(_mm256_castps256_ps128(h2), _mm256_extractf128_ps(h2, 1));
+}
+
+/* q4: one group of four rows times T tokens (T a constant after inlining).
+ * A 32-byte load holds two rows' nibbles (16 bytes each: columns j and
+ * j + 16 in byte j), so masking the low and high nibbles gives columns 0-15
+ * and 16-31 of two rows at once; the activations are arranged to match
+ * (x[0..15] twice, x[16..31] twice). maddubs and madd leave four partial
+ * sums per row, scaled per block in float; the -8 offset is applied once at
+ * the end through the activations' block sums. */
+static inline __attribute__((always_inline)) void q4_group(const moe_mm *mm, const uint8_t *grp,
+                                                           const int64_t *trow, int T, __m128 *out) {
     const moe_act *a = mm->a;
     const int64_t nb = a->nb;
-    const size_t gbytes = q4 ? MOE_Q4_GROUP_BYTES : MOE_Q8_GROUP_BYTES;
     const __m256i ones = _mm256_set1_epi16(1), low4 = _mm256_set1_epi8(15);
-    for (int t = 0; t < T; t++) acc[t] = _mm_setzero_ps();
+    const __m256i pick01 = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1), pick23 = _mm256_setr_epi32(2, 2, 2, 2, 3, 3, 3, 3);
+    __m256 acc01[4], acc23[4];
+    __m128 corr[4];
+    for (int t = 0; t < T; t++) {
+        acc01[t] = acc23[t] = _mm256_setzero_ps();
+        corr[t] = _mm_setzero_ps();
+    }
     for (int64_t b = 0; b < nb; b++) {
-        const uint8_t *blk = grp + (size_t)b * gbytes;
+        const uint8_t *blk = grp + (size_t)b * MOE_Q4_GROUP_BYTES;
+        _mm_prefetch((const char *)blk + PREFETCH_AHEAD, _MM_HINT_T0);
+        _mm_prefetch((const char *)blk + PREFETCH_AHEAD + 64, _MM_HINT_T0);
         const __m128 dw = _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)blk));
-        __m256i w[4];
+        const __m256i w01 = _mm256_loadu_si256((const __m256i *)(blk + 8));
+        const __m256i w23 = _mm256_loadu_si256((const __m256i *)(blk + 40));
+        const __m256i lo01 = _mm256_and_si256(w01, low4), hi01 = _mm256_and_si256(_mm256_srli_epi16(w01, 4), low4);
+        const __m256i lo23 = _mm256_and_si256(w23, low4), hi23 = _mm256_and_si256(_mm256_srli_epi16(w23, 4), low4);
+        for (int t = 0; t < T; t++) {
+            const int64_t ab = trow[t] * nb + b;
+            const __m256i x = _mm256_loadu_si256((const __m256i *)(a->q + ab * MOE_QK));
+            const __m256i xlo = _mm256_permute4x64_epi64(x, 0x44), xhi = _mm256_permute4x64_epi64(x, 0xee);
+            const __m256i p01 = _mm256_madd_epi16(
+                _mm256_add_epi16(_mm256_maddubs_epi16(lo01, xlo), _mm256_maddubs_epi16(hi01, xhi)), ones);
+            const __m256i p23 = _mm256_madd_epi16(
+                _mm256_add_epi16(_mm256_maddubs_epi16(lo23, xlo), _mm256_maddubs_epi16(hi23, xhi)), ones);
+            const __m256 dwx = _mm256_castps128_ps256(_mm_mul_ps(dw, _mm_broadcast_ss(a->d + ab)));
+            acc01[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p01), _mm256_permutevar8x32_ps(dwx, pick01), acc01[t]);
+            acc23[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p23), _mm256_permutevar8x32_ps(dwx, pick23), acc23[t]);
+            corr[t] = _mm_fmadd_ps(dw, _mm_broadcast_ss(a->s + ab), corr[t]);
+        }
+    }
+    for (int t = 0; t < T; t++) out[t] = _mm_fnmadd_ps(_mm_set1_ps(8.0f), corr[t], fold_rows(acc01[t], acc23[t]));
+}
+
+/* q8: one group of four rows times T tokens. Signed by signed through
+ * maddubs: |w| times x carrying w's sign. */
+static inline __attribute__((always_inline)) void q8_group(const moe_mm *mm, const uint8_t *grp,
+                                                           const int64_t *trow, int T, __m128 *out) {
+    const moe_act *a = mm->a;
+    const int64_t nb = a->nb;
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int t = 0; t < T; t++) out[t] = _mm_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = grp + (size_t)b * MOE_Q8_GROUP_BYTES;
+        const __m128 dw = _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)blk));
+        __m256i w[4], aw[4];
         for (int r = 0; r < 4; r++) {
-            if (q4) {
-                __m128i raw = _mm_loadu_si128((const __m128i *)(blk + 8 + 16 * r));
-                w[r] = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), low4);
-            } else {
-                w[r] = _mm256_loadu_si256((const __m256i *)(blk + 8 + 32 * r));
-            }
+            w[r] = _mm256_loadu_si256((const __m256i *)(blk + 8 + 32 * r));
+            aw[r] = _mm256_sign_epi8(w[r], w[r]);
         }
         for (int t = 0; t < T; t++) {
-            const __m256i x = _mm256_loadu_si256((const __m256i *)(a->q + trow[t] * nb * MOE_QK + b * MOE_QK));
+            const int64_t ab = trow[t] * nb + b;
+            const __m256i x = _mm256_loadu_si256((const __m256i *)(a->q + ab * MOE_QK));
             __m256i p[4];
-            for (int r = 0; r < 4; r++) {
-                __m256i prod = q4 ? _mm256_maddubs_epi16(w[r], x)
-                                  : _mm256_maddubs_epi16(_mm256_sign_epi8(w[r], w[r]), _mm256_sign_epi8(x, w[r]));
-                p[r] = _mm256_madd_epi16(prod, ones);
-            }
+            for (int r = 0; r < 4; r++) p[r] = _mm256_madd_epi16(_mm256_maddubs_epi16(aw[r], _mm256_sign_epi8(x, w[r])), ones);
             const __m128 s = _mm_cvtepi32_ps(fold4(p[0], p[1], p[2], p[3]));
-            const __m128 dx = _mm_set1_ps(a->d[trow[t] * nb + b]);
-            const __m128 v = q4 ? _mm_fmsub_ps(dx, s, _mm_set1_ps(8.0f * a->s[trow[t] * nb + b])) : _mm_mul_ps(dx, s);
-            acc[t] = _mm_fmadd_ps(dw, v, acc[t]);
+            out[t] = _mm_fmadd_ps(_mm_mul_ps(dw, _mm_broadcast_ss(a->d + ab)), s, out[t]);
         }
     }
 }
@@ -85,13 +130,15 @@ static inline __attribute__((always_inline)) void mm_quant(const moe_mm *mm, int
             int64_t trow[TOK_TILE];
             __m128 acc[TOK_TILE];
             for (int t = 0; t < TOK_TILE; t++) trow[t] = mm->idx ? mm->idx[j + t] : j + t;
-            quant_group(mm, q4, grp, trow, TOK_TILE, acc);
+            if (q4) q4_group(mm, grp, trow, TOK_TILE, acc);
+            else q8_group(mm, grp, trow, TOK_TILE, acc);
             for (int t = 0; t < TOK_TILE; t++) store_rows(mm, j + t, g * 4, r1, acc[t]);
         }
         for (; j < mm->n; j++) {
             int64_t trow[1] = {mm->idx ? mm->idx[j] : j};
             __m128 acc[1];
-            quant_group(mm, q4, grp, trow, 1, acc);
+            if (q4) q4_group(mm, grp, trow, 1, acc);
+            else q8_group(mm, grp, trow, 1, acc);
             store_rows(mm, j, g * 4, r1, acc[0]);
         }
     }
