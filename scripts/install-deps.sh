@@ -7,6 +7,7 @@ packages=(
   gcc pkg-config meson ninja-build
   libopenblas-dev libxxhash-dev libcjson-dev
   python3 python3-numpy
+  gcc-aarch64-linux-gnu qemu-user
 )
 
 missing=()

@@ -46,6 +46,9 @@ typedef struct moe_kernels {
     const char *isa;
     moe_mm_kernel mm[MOE_DTYPE_COUNT];
     moe_quantize_act_fn quantize_act;
+    /* attention's inner loops: sum a[i] b[i], and y[i] += s x[i] */
+    float (*dot)(const float *a, const float *b, int n);
+    void (*axpy)(float *y, float s, const float *x, int n);
 } moe_kernels;
 
 /* The best kernels this CPU runs, or those named by `force` ("scalar",

@@ -14,6 +14,10 @@ static inline const float *act_row(const moe_mm *mm, int j) {
     return mm->a->x + (size_t)(mm->idx ? mm->idx[j] : j) * (size_t)mm->a->cols;
 }
 
+static void axpy(float *y, float s, const float *x, int n) {
+    for (int i = 0; i < n; i++) y[i] += s * x[i];
+}
+
 static float dot_f32(const float *a, const float *b, int64_t n) {
     float acc[8] = {0};
     int64_t i = 0;
@@ -23,6 +27,8 @@ static float dot_f32(const float *a, const float *b, int64_t n) {
     for (; i < n; i++) s += a[i] * b[i];
     return s;
 }
+
+static float dot(const float *a, const float *b, int n) { return dot_f32(a, b, n); }
 
 static void mm_f32(const moe_mm *mm, int64_t r0, int64_t r1) {
     const moe_weight *w = mm->w;
@@ -107,4 +113,6 @@ const moe_kernels moe_kernels_scalar = {
     .isa = "scalar",
     .mm = {[MOE_F32] = mm_f32, [MOE_F16] = mm_half, [MOE_BF16] = mm_half, [MOE_Q8] = mm_quant, [MOE_Q4] = mm_quant},
     .quantize_act = quantize_act,
+    .dot = dot,
+    .axpy = axpy,
 };

@@ -256,21 +256,14 @@ static void attention(moe_ctx *c, int layer, int n_tok) {
             const int kvh = h / group, n_pos = pos0 + t + 1;
             float max = -INFINITY;
             for (int p = 0; p < n_pos; p++) {
-                const float *kp = kc + (size_t)p * kvd + kvh * hd;
-                float d = 0;
-                for (int i = 0; i < hd; i++) d += qh[i] * kp[i];
-                s[p] = d * scale;
+                s[p] = c->kern->dot(qh, kc + (size_t)p * kvd + kvh * hd, hd) * scale;
                 max = s[p] > max ? s[p] : max;
             }
             float sum = 0;
             for (int p = 0; p < n_pos; p++) sum += (s[p] = expf(s[p] - max));
             float *o = c->att + t * qd + h * hd;
             for (int i = 0; i < hd; i++) o[i] = 0;
-            for (int p = 0; p < n_pos; p++) {
-                const float *vp = vc + (size_t)p * kvd + kvh * hd;
-                const float a = s[p] / sum;
-                for (int i = 0; i < hd; i++) o[i] += a * vp[i];
-            }
+            for (int p = 0; p < n_pos; p++) c->kern->axpy(o, s[p] / sum, vc + (size_t)p * kvd + kvh * hd, hd);
         }
     }
     act_ready(c, &c->act_att, n_tok, &L->w[LT_O]);

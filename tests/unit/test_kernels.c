@@ -166,13 +166,37 @@ int main(void) {
     const int64_t cols[] = {1, 31, 33, 64, 257, 300};
     const int toks[] = {1, 3, 17};
     unsigned seed = 1;
-    for (int s = 0; s < 2; s++)
+    /* s = 0: the scalar kernels alone; s = 1, 2: each SIMD ISA against them */
+    for (int s = 0; s < 3; s++)
         for (int d = 0; d < MOE_DTYPE_COUNT; d++)
             for (size_t r = 0; r < sizeof rows / sizeof *rows; r++)
                 for (size_t c = 0; c < sizeof cols / sizeof *cols; c++)
                     for (size_t t = 0; t < sizeof toks / sizeof *toks; t++)
-                        if (s == 0 || simd[s - 1 + 0]) test_shape(s ? simd[0] : NULL, (moe_dtype)d, rows[r], cols[c], toks[t], seed++);
+                        if (s == 0 || simd[s - 1]) test_shape(s ? simd[s - 1] : NULL, (moe_dtype)d, rows[r], cols[c], toks[t], seed++);
     for (int d = 0; d < MOE_DTYPE_COUNT; d++) test_shape(simd[0] ? simd[0] : simd[1], (moe_dtype)d, 41, 96, 512, seed++);
+
+    /* attention's dot and axpy, every ISA, lengths around the vector widths */
+    for (int s = 0; s < 3; s++) {
+        const moe_kernels *k = s == 0 ? &moe_kernels_scalar : simd[s - 1];
+        if (!k) continue;
+        for (int n = 0; n < 70; n++) {
+            float a[70], b[70], y[70], want[70];
+            double ref = 0, mag = 0;
+            for (int i = 0; i < n; i++) {
+                a[i] = rnd(&seed);
+                b[i] = rnd(&seed);
+                y[i] = want[i] = rnd(&seed);
+                ref += (double)a[i] * b[i];
+                mag += fabs((double)a[i] * b[i]);
+                want[i] += 0.75f * b[i];
+            }
+            CHECK(fabs(k->dot(a, b, n) - ref) <= 1e-6 * (mag + 1e-6), "%s dot n=%d", k->isa, n);
+            k->axpy(y, 0.75f, b, n);
+            int ok = 1;
+            for (int i = 0; i < n; i++) ok &= fabsf(y[i] - want[i]) <= 1e-6f * (fabsf(want[i]) + 1);
+            CHECK(ok, "%s axpy n=%d", k->isa, n);
+        }
+    }
 
     float x[5] = {1, -2, 3, 0.5f, -0.25f}, wt[5] = {1, 0.5f, 2, 1, -1}, o[5];
     moe_rmsnorm(o, x, wt, 5, 1e-5f);
