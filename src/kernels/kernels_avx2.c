@@ -71,7 +71,6 @@ static inline __attribute__((always_inline)) void q4_group(const moe_mm *mm, con
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = grp + (size_t)b * MOE_Q4_GROUP_BYTES;
         _mm_prefetch((const char *)blk + PREFETCH_AHEAD, _MM_HINT_T0);
-        _mm_prefetch((const char *)blk + PREFETCH_AHEAD + 64, _MM_HINT_T0);
         const __m128 dw = _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)blk));
         const __m256i w01 = _mm256_loadu_si256((const __m256i *)(blk + 8));
         const __m256i w23 = _mm256_loadu_si256((const __m256i *)(blk + 40));
