@@ -15,6 +15,7 @@
 #define MOE_KERNELS_H
 
 #include "model/model.h"
+#include "quant/quant.h"
 
 /* Activations: n rows of cols floats, and for quantized weights the same rows
  * as int8 in blocks of MOE_QK with a scale each: x ~ d * q. */
@@ -35,6 +36,16 @@ typedef struct moe_mm {
     const int32_t *idx;      /* activation row of output row j; NULL: row j */
     int n;                   /* output rows (tokens) */
 } moe_mm;
+
+/* The 32 floats of block b of activation row t: in place, or copied into
+ * buf and zero-padded when the row ends inside the block. */
+static inline const float *moe_act_block(const moe_act *a, int t, int64_t b, float *buf) {
+    const float *x = a->x + (size_t)t * (size_t)a->cols + b * MOE_QK;
+    const int64_t n = a->cols - b * MOE_QK;
+    if (n >= MOE_QK) return x;
+    for (int i = 0; i < MOE_QK; i++) buf[i] = i < n ? x[i] : 0.0f;
+    return buf;
+}
 
 /* Computes weight rows [r0, r1) of mm for all its tokens; r0 is a multiple
  * of MOE_QR. */

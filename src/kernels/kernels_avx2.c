@@ -210,17 +210,11 @@ static void axpy(float *y, float s, const float *x, int n) {
 static void quantize_act(moe_act *a, int t0, int t1) {
     const __m256 sign = _mm256_set1_ps(-0.0f);
     for (int t = t0; t < t1; t++) {
-        const float *x = a->x + (size_t)t * (size_t)a->cols;
         int8_t *q = a->q + (size_t)t * (size_t)(a->nb * MOE_QK);
         for (int64_t b = 0; b < a->nb; b++) {
             const int64_t c0 = b * MOE_QK;
             float buf[MOE_QK];
-            const float *xb = x + c0;
-            if (a->cols - c0 < MOE_QK) {
-                memset(buf, 0, sizeof buf);
-                memcpy(buf, xb, (size_t)(a->cols - c0) * sizeof(float));
-                xb = buf;
-            }
+            const float *xb = moe_act_block(a, t, b, buf);
             __m256 v[4], m = _mm256_setzero_ps();
             for (int i = 0; i < 4; i++) {
                 v[i] = _mm256_loadu_ps(xb + 8 * i);

@@ -196,17 +196,11 @@ static void axpy(float *y, float s, const float *x, int n) {
  * which like the scalar comparison skips NaNs. */
 static void quantize_act(moe_act *a, int t0, int t1) {
     for (int t = t0; t < t1; t++) {
-        const float *x = a->x + (size_t)t * (size_t)a->cols;
         int8_t *q = a->q + (size_t)t * (size_t)(a->nb * MOE_QK);
         for (int64_t b = 0; b < a->nb; b++) {
             const int64_t c0 = b * MOE_QK;
             float buf[MOE_QK];
-            const float *xb = x + c0;
-            if (a->cols - c0 < MOE_QK) {
-                memset(buf, 0, sizeof buf);
-                memcpy(buf, xb, (size_t)(a->cols - c0) * sizeof(float));
-                xb = buf;
-            }
+            const float *xb = moe_act_block(a, t, b, buf);
             float32x4_t v[8], m = vdupq_n_f32(0.0f);
             for (int i = 0; i < 8; i++) {
                 v[i] = vld1q_f32(xb + 4 * i);
