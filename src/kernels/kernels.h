@@ -81,6 +81,9 @@ extern const moe_kernels moe_kernels_neon;
  * must already be quantized where a weight needs it. */
 void moe_matmul_run(const moe_kernels *k, const moe_mm *mm, int n);
 
+/* Threads of the BLAS library that large f32 products use (when built with it). */
+void moe_blas_threads(int n);
+
 /* Quantizes all rows of a, in parallel. */
 void moe_act_quantize(const moe_kernels *k, moe_act *a);
 

@@ -408,6 +408,7 @@ int moe_eval(moe_ctx *c, const int32_t *tokens, int n, float *logits, moe_error 
             return moe_fail(err, "token id %d at position %d is outside the vocabulary [0, %d)", tokens[i], i,
                             hp->n_vocab);
     omp_set_num_threads(c->n_threads);
+    moe_blas_threads(c->n_threads);
     for (int i = 0; i < n; i += c->n_batch) {
         int chunk = n - i < c->n_batch ? n - i : c->n_batch;
         forward_chunk(c, tokens + i, chunk, logits ? logits + (size_t)i * hp->n_vocab : NULL, i + chunk == n);

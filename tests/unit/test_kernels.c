@@ -175,6 +175,24 @@ int main(void) {
                         if (s == 0 || simd[s - 1]) test_shape(s ? simd[s - 1] : NULL, (moe_dtype)d, rows[r], cols[c], toks[t], seed++);
     for (int d = 0; d < MOE_DTYPE_COUNT; d++) test_shape(simd[0] ? simd[0] : simd[1], (moe_dtype)d, 41, 96, 512, seed++);
 
+    /* Large f32 products with contiguous activations go to BLAS (when built with it). */
+    if (simd[0] || simd[1]) {
+        const moe_kernels *k = simd[0] ? simd[0] : simd[1];
+        fixture f = make(MOE_F32, 67, 129, 100, seed++);
+        moe_act a = act_new(&f);
+        float *y = malloc(100 * 67 * 4), *z = malloc(100 * 67 * 4);
+        moe_mm mm = {y, 67, &f.w, &a, NULL, 100};
+        moe_matmul_run(&moe_kernels_scalar, &mm, 1);
+        mm.y = z;
+        moe_matmul_run(k, &mm, 1);
+        double dz = 0;
+        for (int i = 0; i < 100 * 67; i++) dz = fmax(dz, fabs(z[i] - y[i]));
+        CHECK(dz < 1e-4, "%s f32 100-token product (BLAS path) differs from scalar by %g", k->isa, dz);
+        free(y); free(z);
+        act_del(&a);
+        unmake(&f);
+    }
+
     /* attention's dot and axpy, every ISA, lengths around the vector widths */
     for (int s = 0; s < 3; s++) {
         const moe_kernels *k = s == 0 ? &moe_kernels_scalar : simd[s - 1];
