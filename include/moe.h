@@ -151,6 +151,37 @@ const float *moe_ctx_logits(const moe_ctx *c);
 int32_t moe_ctx_pos(const moe_ctx *c);
 void moe_ctx_reset(moe_ctx *c);
 
+/* ---- sampling ---- */
+
+/* How the next token is drawn from the logits. The steps run in this order:
+ * repetition/presence/frequency penalties over the last repeat_last_n
+ * accepted tokens, top-k, top-p, min-p, temperature, then a draw. temp <= 0
+ * is greedy (argmax after penalties). */
+typedef struct moe_sampler_params {
+    float temp;                /* 0.8; <= 0: greedy */
+    int32_t top_k;             /* 40; 0: off */
+    float top_p;               /* 0.95; 1: off */
+    float min_p;               /* 0.05; 0: off */
+    float repeat_penalty;      /* 1: off; > 1 discourages repeats (divides positive logits) */
+    float presence_penalty;    /* 0: off; subtracted once from every seen token */
+    float frequency_penalty;   /* 0: off; subtracted per occurrence */
+    int32_t repeat_last_n;     /* 64: how many recent tokens the penalties look at */
+    uint64_t seed;             /* same seed, same draws */
+} moe_sampler_params;
+
+typedef struct moe_sampler moe_sampler;
+
+/* The defaults above (llama.cpp's). */
+moe_sampler_params moe_sampler_defaults(void);
+moe_sampler *moe_sampler_new(moe_sampler_params p, int32_t n_vocab, moe_error *err);
+void moe_sampler_free(moe_sampler *s);
+/* Draws a token from n_vocab logits (not modified). */
+int32_t moe_sampler_sample(moe_sampler *s, const float *logits);
+/* Records a token of the sequence (prompt or generated) for the penalties. */
+void moe_sampler_accept(moe_sampler *s, int32_t token);
+/* Forgets the history (the random state continues). */
+void moe_sampler_reset(moe_sampler *s);
+
 #ifdef __cplusplus
 }
 #endif

@@ -2,7 +2,13 @@
  * moe-cli — the command-line face of the runtime.
  *
  *   moe-cli info -m FILE [--verify]        model card; --verify checks every checksum
- *   moe-cli run  -m FILE --tokens 1,2,3 -n N [--logits-out PATH] [-t THREADS] [-c CTX] [--temp 0]
+ *   moe-cli run  -m FILE --tokens 1,2,3 -n N [--logits-out PATH] [-t THREADS] [-c CTX]
+ *                [--temp T --top-k K --top-p P --min-p P --repeat-penalty R --repeat-last-n N
+ *                 --presence-penalty P --frequency-penalty F --seed S]
+ *
+ * `run` decodes greedily unless --temp is given (> 0): it is the scripted,
+ * reproducible path; with --temp the other sampling flags apply, with
+ * llama.cpp's defaults.
  *
  * `run` prints the generated token ids, comma-separated, as the last line of
  * stdout. --logits-out writes float32 little-endian logits, one row of n_vocab
@@ -11,6 +17,7 @@
  * and outside checks rely on this interface: keep it stable.
  */
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,7 +28,10 @@
 static void usage(FILE *f) {
     fprintf(f,
             "usage: moe-cli info -m FILE [--verify]\n"
-            "       moe-cli run -m FILE --tokens ID,ID,... [-n N] [--logits-out PATH] [-t THREADS] [-c CTX] [--temp 0]\n");
+            "       moe-cli run -m FILE --tokens ID,ID,... [-n N] [--logits-out PATH] [-t THREADS] [-c CTX]\n"
+            "                   [--temp T] [--top-k K] [--top-p P] [--min-p P] [--repeat-penalty R]\n"
+            "                   [--repeat-last-n N] [--presence-penalty P] [--frequency-penalty F] [--seed S]\n"
+            "  run is greedy unless --temp > 0 is given.\n");
 }
 
 /* ---- info ---- */
@@ -136,26 +146,15 @@ static int parse_tokens(const char *s, int32_t **out, int *n) {
     return 0;
 }
 
-static int argmax(const float *v, int n) {
-    int best = 0;
-    for (int i = 1; i < n; i++)
-        if (v[i] > v[best]) best = i;
-    return best;
-}
-
 typedef struct run_opts {
     const char *model, *tokens, *logits_out;
     int n_predict, n_threads, n_ctx;
-    double temp;
+    moe_sampler_params sampling;
 } run_opts;
 
 static int cmd_run(const run_opts *o) {
     if (!o->tokens) {
         fprintf(stderr, "moe-cli run: --tokens is required (text prompts arrive with the tokenizer)\n");
-        return 2;
-    }
-    if (o->temp != 0) {
-        fprintf(stderr, "moe-cli run: --temp %g: only greedy decoding (--temp 0) is available yet\n", o->temp);
         return 2;
     }
     int32_t *prompt = NULL;
@@ -169,6 +168,7 @@ static int cmd_run(const run_opts *o) {
     moe_error err = {{0}};
     moe_model *m = moe_model_open(o->model, &err);
     moe_ctx *c = NULL;
+    moe_sampler *smp = NULL;
     float *logits = NULL;
     FILE *lf = NULL;
     char *tmp = NULL;
@@ -178,6 +178,8 @@ static int cmd_run(const run_opts *o) {
     int n_ctx = o->n_ctx > 0 ? o->n_ctx : n_prompt + o->n_predict;
     c = moe_ctx_new(m, (moe_ctx_params){.n_ctx = n_ctx, .n_threads = o->n_threads, .isa = getenv("MOE_ISA")}, &err);
     if (!c) goto fail;
+    if (!(smp = moe_sampler_new(o->sampling, V, &err))) goto fail;
+    for (int i = 0; i < n_prompt; i++) moe_sampler_accept(smp, prompt[i]);
     logits = malloc((size_t)n_prompt * (size_t)V * sizeof(float));
     if (!logits) {
         snprintf(err.msg, sizeof err.msg, "out of memory for %d rows of logits", n_prompt);
@@ -195,7 +197,8 @@ static int cmd_run(const run_opts *o) {
     if (moe_eval(c, prompt, n_prompt, lf ? logits : NULL, &err)) goto fail;
     if (lf && fwrite(logits, sizeof(float), (size_t)n_prompt * V, lf) != (size_t)n_prompt * V) goto write_fail;
     for (int i = 0; i < o->n_predict; i++) {
-        int32_t tok = argmax(moe_ctx_logits(c), V);
+        int32_t tok = moe_sampler_sample(smp, moe_ctx_logits(c));
+        moe_sampler_accept(smp, tok);
         if (moe_eval(c, &tok, 1, NULL, &err)) goto fail;
         printf("%s%d", i ? "," : "", tok);
         if (lf && fwrite(moe_ctx_logits(c), sizeof(float), (size_t)V, lf) != (size_t)V) goto write_fail;
@@ -218,9 +221,21 @@ done:
     free(tmp);
     free(logits);
     free(prompt);
+    moe_sampler_free(smp);
     moe_ctx_free(c);
     moe_model_close(m);
     return rc;
+}
+
+static int float_arg(const char *flag, const char *v, float *out) {
+    char *end;
+    double x = strtod(v, &end);
+    if (!*v || *end || !isfinite(x)) {
+        fprintf(stderr, "moe-cli: %s expects a number, got \"%s\"\n", flag, v);
+        return -1;
+    }
+    *out = (float)x;
+    return 0;
 }
 
 static int int_arg(const char *flag, const char *v, int *out) {
@@ -240,7 +255,8 @@ int main(int argc, char **argv) {
         return argc < 2 ? 2 : 0;
     }
     const char *cmd = argv[1];
-    run_opts o = {.n_predict = 16};
+    run_opts o = {.n_predict = 16, .sampling = moe_sampler_defaults()};
+    o.sampling.temp = 0; /* run is greedy unless asked */
     int verify = 0;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -253,10 +269,19 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) { if (int_arg(a, v, &o.n_predict)) return 2; }
         else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) { if (int_arg(a, v, &o.n_threads)) return 2; }
         else if (!strcmp(a, "-c") || !strcmp(a, "--ctx-size")) { if (int_arg(a, v, &o.n_ctx)) return 2; }
-        else if (!strcmp(a, "--temp")) {
+        else if (!strcmp(a, "--temp")) { if (float_arg(a, v, &o.sampling.temp)) return 2; }
+        else if (!strcmp(a, "--top-k")) { if (int_arg(a, v, &o.sampling.top_k)) return 2; }
+        else if (!strcmp(a, "--top-p")) { if (float_arg(a, v, &o.sampling.top_p)) return 2; }
+        else if (!strcmp(a, "--min-p")) { if (float_arg(a, v, &o.sampling.min_p)) return 2; }
+        else if (!strcmp(a, "--repeat-penalty")) { if (float_arg(a, v, &o.sampling.repeat_penalty)) return 2; }
+        else if (!strcmp(a, "--repeat-last-n")) { if (int_arg(a, v, &o.sampling.repeat_last_n)) return 2; }
+        else if (!strcmp(a, "--presence-penalty")) { if (float_arg(a, v, &o.sampling.presence_penalty)) return 2; }
+        else if (!strcmp(a, "--frequency-penalty")) { if (float_arg(a, v, &o.sampling.frequency_penalty)) return 2; }
+        else if (!strcmp(a, "--seed")) {
             char *end;
-            o.temp = strtod(v, &end);
-            if (*end) { fprintf(stderr, "moe-cli: --temp expects a number, got \"%s\"\n", v); return 2; }
+            errno = 0;
+            o.sampling.seed = strtoull(v, &end, 10);
+            if (!*v || *v == '-' || *end || errno) { fprintf(stderr, "moe-cli: --seed expects a non-negative integer, got \"%s\"\n", v); return 2; }
         } else { fprintf(stderr, "moe-cli: unknown option %s\n", a); usage(stderr); return 2; }
         i += takes;
     }
