@@ -154,6 +154,48 @@ static void test_shape(const moe_kernels *simd, moe_dtype dt, int64_t rows, int6
     unmake(&f);
 }
 
+/* A large f32 product with contiguous activations (the BLAS path, when the
+ * library has it) against the scalar kernel. */
+static void test_contiguous_f32(const moe_kernels *k, unsigned *seed) {
+    fixture f = make(MOE_F32, 67, 129, 100, (*seed)++);
+    moe_act a = act_new(&f);
+    float *y = malloc(100 * 67 * 4), *z = malloc(100 * 67 * 4);
+    moe_mm mm = {y, 67, &f.w, &a, NULL, 100};
+    moe_matmul_run(&moe_kernels_scalar, &mm, 1);
+    mm.y = z;
+    moe_matmul_run(k, &mm, 1);
+    int bad = 0;
+    for (int i = 0; i < 100 * 67; i++) bad += !(fabsf(z[i] - y[i]) < 1e-4f);
+    CHECK(bad == 0, "%s f32 100-token product (BLAS path): %d outputs differ from scalar", k->isa, bad);
+    free(y);
+    free(z);
+    act_del(&a);
+    unmake(&f);
+}
+
+/* attention's dot and axpy against double precision, lengths 0..69 */
+static void test_dot_axpy(const moe_kernels *k, unsigned *seed) {
+    for (int n = 0; n < 70; n++) {
+        float a[70], b[70], y[70], want[70];
+        double ref = 0, mag = 0;
+        for (int i = 0; i < n; i++) {
+            a[i] = rnd(seed);
+            b[i] = rnd(seed);
+            y[i] = want[i] = rnd(seed);
+        }
+        for (int i = 0; i < n; i++) {
+            ref += (double)a[i] * b[i];
+            mag += fabs((double)a[i] * b[i]);
+            want[i] += 0.75f * b[i];
+        }
+        CHECK(fabs(k->dot(a, b, n) - ref) <= 1e-6 * (mag + 1e-6), "%s dot n=%d", k->isa, n);
+        k->axpy(y, 0.75f, b, n);
+        int ok = 1;
+        for (int i = 0; i < n; i++) ok &= fabsf(y[i] - want[i]) <= 1e-6f * (fabsf(want[i]) + 1);
+        CHECK(ok, "%s axpy n=%d", k->isa, n);
+    }
+}
+
 int main(void) {
     const char *simd_isas[] = {"avx2", "neon"};
     const moe_kernels *simd[2];
@@ -176,45 +218,12 @@ int main(void) {
     for (int d = 0; d < MOE_DTYPE_COUNT; d++) test_shape(simd[0] ? simd[0] : simd[1], (moe_dtype)d, 41, 96, 512, seed++);
 
     /* Large f32 products with contiguous activations go to BLAS (when built with it). */
-    if (simd[0] || simd[1]) {
-        const moe_kernels *k = simd[0] ? simd[0] : simd[1];
-        fixture f = make(MOE_F32, 67, 129, 100, seed++);
-        moe_act a = act_new(&f);
-        float *y = malloc(100 * 67 * 4), *z = malloc(100 * 67 * 4);
-        moe_mm mm = {y, 67, &f.w, &a, NULL, 100};
-        moe_matmul_run(&moe_kernels_scalar, &mm, 1);
-        mm.y = z;
-        moe_matmul_run(k, &mm, 1);
-        double dz = 0;
-        for (int i = 0; i < 100 * 67; i++) dz = fmax(dz, fabs(z[i] - y[i]));
-        CHECK(dz < 1e-4, "%s f32 100-token product (BLAS path) differs from scalar by %g", k->isa, dz);
-        free(y); free(z);
-        act_del(&a);
-        unmake(&f);
-    }
+    if (simd[0] || simd[1]) test_contiguous_f32(simd[0] ? simd[0] : simd[1], &seed);
 
     /* attention's dot and axpy, every ISA, lengths around the vector widths */
-    for (int s = 0; s < 3; s++) {
-        const moe_kernels *k = s == 0 ? &moe_kernels_scalar : simd[s - 1];
-        if (!k) continue;
-        for (int n = 0; n < 70; n++) {
-            float a[70], b[70], y[70], want[70];
-            double ref = 0, mag = 0;
-            for (int i = 0; i < n; i++) {
-                a[i] = rnd(&seed);
-                b[i] = rnd(&seed);
-                y[i] = want[i] = rnd(&seed);
-                ref += (double)a[i] * b[i];
-                mag += fabs((double)a[i] * b[i]);
-                want[i] += 0.75f * b[i];
-            }
-            CHECK(fabs(k->dot(a, b, n) - ref) <= 1e-6 * (mag + 1e-6), "%s dot n=%d", k->isa, n);
-            k->axpy(y, 0.75f, b, n);
-            int ok = 1;
-            for (int i = 0; i < n; i++) ok &= fabsf(y[i] - want[i]) <= 1e-6f * (fabsf(want[i]) + 1);
-            CHECK(ok, "%s axpy n=%d", k->isa, n);
-        }
-    }
+    test_dot_axpy(&moe_kernels_scalar, &seed);
+    for (int i = 0; i < 2; i++)
+        if (simd[i]) test_dot_axpy(simd[i], &seed);
 
     float x[5] = {1, -2, 3, 0.5f, -0.25f}, wt[5] = {1, 0.5f, 2, 1, -1}, o[5];
     moe_rmsnorm(o, x, wt, 5, 1e-5f);
