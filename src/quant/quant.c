@@ -31,24 +31,37 @@ uint64_t moe_tensor_bytes(moe_dtype t, uint64_t rows, uint64_t cols) {
 
 static float round_trip_f16(float d) { return moe_f16_to_f32(moe_f32_to_f16(d)); }
 
-/* Quants of x for scale d (as stored), and the squared error they leave. */
-static double quants_for(const float *x, int n, float d, int lo, int hi, int8_t *q) {
+/* Round half to even, as lrintf in the default rounding mode, for |x| < 2^22:
+ * adding and removing 1.5 * 2^23 leaves no fraction bits. Plain arithmetic,
+ * so the loops below vectorize. */
+static inline float round_even(float x) {
+    const float magic = 12582912.0f;
+    return (x + magic) - magic;
+}
+
+/* Quants of x for scale d (as stored), clamped to [lo, hi]. */
+static void quants_for(const float *x, int n, float d, float lo, float hi, int8_t *q) {
     const float inv = d != 0 ? 1.0f / d : 0.0f;
-    double err = 0;
     for (int i = 0; i < MOE_QK; i++) {
-        int v = i < n ? (int)lrintf(x[i] * inv) : 0;
+        float v = i < n ? round_even(x[i] * inv) : 0.0f;
         q[i] = (int8_t)(v < lo ? lo : v > hi ? hi : v);
-        if (i < n) err += (double)(x[i] - d * q[i]) * (x[i] - d * q[i]);
     }
+}
+
+static double error_of(const float *x, int n, float d, const int8_t *q) {
+    double err = 0;
+    for (int i = 0; i < n; i++) err += (double)(x[i] - d * q[i]) * (x[i] - d * q[i]);
     return err;
 }
 
 /* Scale and quants of one block of n <= 32 values (the rest are zero).
  * q8 is symmetric over [-127, 127] with d = max|x| / 127. q4 uses [-8, 7]:
  * starting from the scale that maps the value of largest magnitude to -8, it
- * tries nearby scales, refits each by least squares (d = sum(x q) / sum(q q))
- * and keeps the one with the smallest squared error: with only 16 levels the
- * best scale is rarely the one set by the extreme value. */
+ * tries nearby scales; for each, the quants it gives are refitted by least
+ * squares (d = sum(x q) / sum(q q)), and the pair with the smallest squared
+ * error is kept: with only 16 levels the best scale is rarely the one set by
+ * the extreme value. */
+#define Q4_SCALE_STEPS 6
 static uint16_t quant_block(moe_dtype t, const float *x, int n, int8_t *q) {
     float amax = 0, signed_max = 0;
     for (int i = 0; i < n; i++)
@@ -63,19 +76,19 @@ static uint16_t quant_block(moe_dtype t, const float *x, int n, int8_t *q) {
         return 0;
     }
     float best_d = round_trip_f16(signed_max / -8.0f);
-    double best = quants_for(x, n, best_d, -8, 7, q);
+    quants_for(x, n, best_d, -8, 7, q);
+    double best = error_of(x, n, best_d, q);
     int8_t trial[MOE_QK];
-    for (int step = -10; step <= 10; step++) {
-        const float d0 = signed_max / (-8.0f + 0.1f * (float)step);
-        quants_for(x, n, d0, -8, 7, trial);
-        double xq = 0, qq = 0;
-        for (int i = 0; i < n; i++) {
-            xq += (double)x[i] * trial[i];
-            qq += (double)trial[i] * trial[i];
+    for (int step = -Q4_SCALE_STEPS; step <= Q4_SCALE_STEPS; step++) {
+        quants_for(x, n, signed_max / (-8.0f + 0.15f * (float)step), -8, 7, trial);
+        float xq = 0, qq = 0;
+        for (int i = 0; i < MOE_QK; i++) {
+            xq += (i < n ? x[i] : 0.0f) * trial[i];
+            qq += (float)(trial[i] * trial[i]);
         }
         if (qq == 0) continue;
-        const float d = round_trip_f16((float)(xq / qq));
-        const double err = quants_for(x, n, d, -8, 7, trial);
+        const float d = round_trip_f16(xq / qq);
+        const double err = error_of(x, n, d, trial);
         if (err < best) {
             best = err;
             best_d = d;
