@@ -69,6 +69,8 @@ const moef_meta *moef_meta_find(const moef_file *f, const char *key);
 int moef_meta_i64(const moef_file *f, const char *key, int64_t *v, moe_error *err);
 int moef_meta_f64(const moef_file *f, const char *key, double *v, moe_error *err);
 const char *moef_meta_str(const moef_file *f, const char *key);
+/* The bytes of a string value in place (it may hold any bytes, NUL included). */
+const uint8_t *moef_meta_bytes(const moef_file *f, const char *key, size_t *len);
 /* Element i of an integer array (u8 / u32 / i32 / u64 / bool elements). */
 int moef_meta_arr_i64(const moef_meta *m, uint64_t i, int64_t *v);
 
@@ -87,6 +89,7 @@ void moef_meta_put_i32(moef_writer *w, const char *key, int32_t v);
 void moef_meta_put_f32(moef_writer *w, const char *key, float v);
 void moef_meta_put_bool(moef_writer *w, const char *key, int v);
 void moef_meta_put_str(moef_writer *w, const char *key, const char *v);
+void moef_meta_put_bytes(moef_writer *w, const char *key, const void *v, size_t n);
 void moef_meta_put_u8_array(moef_writer *w, const char *key, const uint8_t *v, uint64_t n);
 
 /* Plans one tensor; returns its index. align is MOEF_TENSOR_ALIGN, or

@@ -308,6 +308,13 @@ int moef_meta_f64(const moef_file *f, const char *key, double *v, moe_error *err
     return 0;
 }
 
+const uint8_t *moef_meta_bytes(const moef_file *f, const char *key, size_t *len) {
+    const moef_meta *m = moef_meta_find(f, key);
+    if (!m || m->type != MOEF_STR) return NULL;
+    *len = m->payload_len - 4;
+    return m->payload + 4;
+}
+
 const char *moef_meta_str(const moef_file *f, const char *key) {
     const moef_meta *m = moef_meta_find(f, key);
     return m && m->type == MOEF_STR ? m->str : NULL;

@@ -87,12 +87,13 @@ void moef_meta_put_f32(moef_writer *w, const char *key, float v) {
     moe_buf_u32(&w->meta, u);
 }
 
-void moef_meta_put_str(moef_writer *w, const char *key, const char *v) {
-    size_t n = strlen(v);
+void moef_meta_put_bytes(moef_writer *w, const char *key, const void *v, size_t n) {
     meta_key(w, key, MOEF_STR);
     moe_buf_u32(&w->meta, (uint32_t)n);
     moe_buf_put(&w->meta, v, n);
 }
+
+void moef_meta_put_str(moef_writer *w, const char *key, const char *v) { moef_meta_put_bytes(w, key, v, strlen(v)); }
 
 void moef_meta_put_u8_array(moef_writer *w, const char *key, const uint8_t *v, uint64_t n) {
     meta_key(w, key, MOEF_ARR);

@@ -101,6 +101,9 @@ static int cmd_info(const char *path, int verify) {
     if (hp->shared_ffn) printf("shared experts:  1, width %d%s\n", hp->shared_ffn, hp->shared_gate ? ", sigmoid-gated" : "");
     else printf("shared experts:  0\n");
     printf("parameters:      %.3f M total, %.3f M active per token\n", total / 1e6, active / 1e6);
+    const char *tok = moe_model_meta_str(m, "tokenizer.hf_json"), *tmpl = moe_model_meta_str(m, "tokenizer.chat_template");
+    printf("tokenizer:       %s\n", tok ? "from tokenizer.json" : "none (token ids only)");
+    printf("chat template:   %s\n", tmpl ? "yes" : "none");
     printf("tensors:         %d\n", moe_model_n_tensors(m));
     printf("dtypes:\n");
     print_dtypes(m);

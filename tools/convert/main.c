@@ -8,6 +8,7 @@
  * a time from the mapped safetensors into the writer, which only renames the
  * finished file into place. Ctrl-C or a kill removes the temporary file.
  */
+#include <cjson/cJSON.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -168,29 +169,74 @@ static void progress(int done, int total, const char *name) {
     fflush(stderr);
 }
 
-static void warn_tokenizer(const char *dir) {
+/* The checkpoint's text side: tokenizer.json, tokenizer_config.json and the
+ * chat template (chat_template.jinja, or "chat_template" in the config:
+ * a string, or a list of {name, template} of which "default" is taken).
+ * They are stored verbatim in the .moe file; the runtime builds its
+ * tokenizer from them. */
+typedef struct text_files {
+    char *tokenizer, *config, *chat_template;
+    size_t tokenizer_len, config_len;
+} text_files;
+
+static char *read_optional(const char *dir, const char *name, size_t *len, int *failed, moe_error *err) {
     char path[4096];
-    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
-    if (access(path, R_OK))
-        fprintf(stderr, "moe-convert: warning: %s has no tokenizer.json; the model will run on token ids only\n", dir);
-    else
-        fprintf(stderr, "moe-convert: warning: tokenizer conversion is not implemented yet; "
-                        "the model will run on token ids only\n");
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    if (access(path, F_OK)) return NULL;
+    char *text = moe_read_file(path, len, err);
+    if (!text) *failed = 1;
+    return text;
 }
 
-static void write_meta(moef_writer *w, const moe_hparams *hp, const char *dir, const moe_recipe *rec) {
+static int read_text_files(text_files *t, const char *dir, moe_error *err) {
+    int failed = 0;
+    *t = (text_files){0};
+    t->tokenizer = read_optional(dir, "tokenizer.json", &t->tokenizer_len, &failed, err);
+    if (!failed) t->config = read_optional(dir, "tokenizer_config.json", &t->config_len, &failed, err);
+    size_t len;
+    if (!failed) t->chat_template = read_optional(dir, "chat_template.jinja", &len, &failed, err);
+    if (failed) return -1;
+    if (!t->chat_template && t->config) {
+        cJSON *cfg = cJSON_ParseWithLength(t->config, t->config_len);
+        if (!cfg) return moe_fail(err, "%s/tokenizer_config.json: not valid JSON", dir);
+        cJSON *ct = cJSON_GetObjectItemCaseSensitive(cfg, "chat_template");
+        if (cJSON_IsArray(ct))
+            for (cJSON *e = ct->child; e; e = e->next) {
+                cJSON *name = cJSON_GetObjectItemCaseSensitive(e, "name");
+                if (cJSON_IsString(name) && !strcmp(name->valuestring, "default"))
+                    ct = cJSON_GetObjectItemCaseSensitive(e, "template");
+            }
+        if (cJSON_IsString(ct)) t->chat_template = strdup(ct->valuestring);
+        cJSON_Delete(cfg);
+    }
+    if (!t->tokenizer)
+        fprintf(stderr, "moe-convert: warning: %s has no tokenizer.json; the model will run on token ids only\n", dir);
+    return 0;
+}
+
+static void free_text_files(text_files *t) {
+    free(t->tokenizer);
+    free(t->config);
+    free(t->chat_template);
+}
+
+static void write_meta(moef_writer *w, const moe_hparams *hp, const char *dir, const moe_recipe *rec,
+                       const text_files *text) {
     moe_hparams_write(hp, w);
+    if (text->tokenizer) moef_meta_put_bytes(w, "tokenizer.hf_json", text->tokenizer, text->tokenizer_len);
+    if (text->config) moef_meta_put_bytes(w, "tokenizer.hf_config", text->config, text->config_len);
+    if (text->chat_template) moef_meta_put_str(w, "tokenizer.chat_template", text->chat_template);
     const char *base = strrchr(dir, '/');
     base = base && base[1] ? base + 1 : dir;
     moef_meta_put_str(w, "general.source", base);
     moef_meta_put_str(w, "general.converter", CONVERTER_VERSION);
-    char text[160];
-    moe_recipe_describe(rec, text, sizeof text);
-    moef_meta_put_str(w, "general.recipe", text);
+    char recipe[160];
+    moe_recipe_describe(rec, recipe, sizeof recipe);
+    moef_meta_put_str(w, "general.recipe", recipe);
 }
 
 static int write_model(const plan *p, const st_checkpoint *ck, const moe_hparams *hp, const char *dir,
-                       const char *out, const moe_recipe *rec, moe_error *err) {
+                       const char *out, const moe_recipe *rec, const text_files *text, moe_error *err) {
     /* No signal may land between creating the temporary file and recording
      * its name for the handler. */
     sigset_t block, old;
@@ -203,7 +249,7 @@ static int write_model(const plan *p, const st_checkpoint *ck, const moe_hparams
     if (w) snprintf(temp_path, sizeof temp_path, "%s", moef_writer_temp_path(w));
     sigprocmask(SIG_SETMASK, &old, NULL);
     if (!w) return -1;
-    write_meta(w, hp, dir, rec);
+    write_meta(w, hp, dir, rec, text);
     int rc = 0;
     for (int i = 0; i < p->n && !rc; i++)
         if (moef_writer_add(w, p->jobs[i].name, p->jobs[i].dtype, p->jobs[i].n_dims, p->jobs[i].dims,
@@ -295,17 +341,17 @@ int main(int argc, char **argv) {
     moe_error err = {{0}};
     char config_path[4096];
     snprintf(config_path, sizeof config_path, "%s/config.json", dir);
-    char *text = moe_read_file(config_path, NULL, &err);
+    char *config = moe_read_file(config_path, NULL, &err);
     moe_hparams hp;
-    const moe_family *fam = text ? moe_family_from_config(config_path, text, &hp, &err) : NULL;
-    free(text);
+    const moe_family *fam = config ? moe_family_from_config(config_path, config, &hp, &err) : NULL;
+    free(config);
     st_checkpoint ck = {0};
     plan p = {0};
     int rc = !fam || st_open(&ck, dir, &err) || make_plan(&p, fam, &hp, &ck, dir, &rec, &err);
-    if (!rc) {
-        warn_tokenizer(dir);
-        rc = write_model(&p, &ck, &hp, dir, out, &rec, &err);
-    }
+    text_files text = {0};
+    if (!rc) rc = read_text_files(&text, dir, &err);
+    if (!rc) rc = write_model(&p, &ck, &hp, dir, out, &rec, &text, &err);
+    free_text_files(&text);
     if (rc) fprintf(stderr, "moe-convert: %s\n", err.msg);
     else fprintf(stderr, "moe-convert: wrote %s (%s, %d tensors)\n", out, hp.architecture, p.n);
     free(p.jobs);
