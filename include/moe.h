@@ -151,6 +151,19 @@ const float *moe_ctx_logits(const moe_ctx *c);
 int32_t moe_ctx_pos(const moe_ctx *c);
 void moe_ctx_reset(moe_ctx *c);
 
+/* ---- chat ---- */
+
+/* Renders a conversation with the model's chat template, as Hugging Face's
+ * apply_chat_template does: messages_json is a JSON list of {role, content}
+ * (other message fields pass through to the template); bos_token and
+ * eos_token come from the checkpoint's tokenizer_config.json.
+ * enable_thinking: -1 leaves it undefined, 0/1 set it (Qwen3). now_unix is
+ * the clock templates read through strftime_now. *out is the caller's to
+ * free. Fails with a message when the model has no template, the JSON is
+ * malformed, or the template raises an exception. */
+int moe_chat_render(const moe_model *m, const char *messages_json, size_t len, int add_generation_prompt,
+                    int enable_thinking, long long now_unix, char **out, size_t *out_len, moe_error *err);
+
 /* ---- sampling ---- */
 
 /* How the next token is drawn from the logits. The steps run in this order:

@@ -2,6 +2,8 @@
  * moe-cli — the command-line face of the runtime.
  *
  *   moe-cli info -m FILE [--verify]        model card; --verify checks every checksum
+ *   moe-cli render -m FILE --messages CONV.json [--no-generation-prompt] [--thinking on|off] [--now UNIX]
+ *                                          the exact prompt text the chat template makes
  *   moe-cli run  -m FILE --tokens 1,2,3 -n N [--logits-out PATH] [-t THREADS] [-c CTX]
  *                [--temp T --top-k K --top-p P --min-p P --repeat-penalty R --repeat-last-n N
  *                 --presence-penalty P --frequency-penalty F --seed S]
@@ -21,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "moe.h"
@@ -28,6 +31,7 @@
 static void usage(FILE *f) {
     fprintf(f,
             "usage: moe-cli info -m FILE [--verify]\n"
+            "       moe-cli render -m FILE --messages CONV.json [--no-generation-prompt] [--thinking on|off] [--now UNIX]\n"
             "       moe-cli run -m FILE --tokens ID,ID,... [-n N] [--logits-out PATH] [-t THREADS] [-c CTX]\n"
             "                   [--temp T] [--top-k K] [--top-p P] [--min-p P] [--repeat-penalty R]\n"
             "                   [--repeat-last-n N] [--presence-penalty P] [--frequency-penalty F] [--seed S]\n"
@@ -150,7 +154,9 @@ static int parse_tokens(const char *s, int32_t **out, int *n) {
 }
 
 typedef struct run_opts {
-    const char *model, *tokens, *logits_out;
+    const char *model, *tokens, *logits_out, *messages;
+    int add_generation_prompt, thinking; /* render: thinking -1 unset */
+    long long now;                       /* render: the template's clock; -1: now */
     int n_predict, n_threads, n_ctx;
     moe_sampler_params sampling;
 } run_opts;
@@ -230,6 +236,48 @@ done:
     return rc;
 }
 
+/* ---- render ---- */
+
+static int cmd_render(const run_opts *o) {
+    if (!o->messages) {
+        fprintf(stderr, "moe-cli render: --messages CONV.json is required\n");
+        return 2;
+    }
+    moe_error err = {{0}};
+    size_t len = 0, out_len = 0;
+    char *json = NULL, *out = NULL;
+    moe_model *m = NULL;
+    int rc = 1;
+    FILE *f = fopen(o->messages, "rb");
+    if (!f) {
+        snprintf(err.msg, sizeof err.msg, "%s: cannot open: %s", o->messages, strerror(errno));
+        goto done;
+    }
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    json = size >= 0 ? malloc((size_t)size + 1) : NULL;
+    len = json ? fread(json, 1, (size_t)size, f) : 0;
+    fclose(f);
+    if (!json || len != (size_t)size) {
+        snprintf(err.msg, sizeof err.msg, "%s: cannot read", o->messages);
+        goto done;
+    }
+    if (!(m = moe_model_open(o->model, &err))) goto done;
+    if (moe_chat_render(m, json, len, o->add_generation_prompt, o->thinking, o->now >= 0 ? o->now : (long long)time(NULL),
+                        &out, &out_len, &err)) {
+        goto done;
+    }
+    fwrite(out, 1, out_len, stdout);
+    rc = 0;
+done:
+    if (rc) fprintf(stderr, "moe-cli: %s\n", err.msg);
+    free(out);
+    free(json);
+    moe_model_close(m);
+    return rc;
+}
+
 static int float_arg(const char *flag, const char *v, float *out) {
     char *end;
     double x = strtod(v, &end);
@@ -258,16 +306,26 @@ int main(int argc, char **argv) {
         return argc < 2 ? 2 : 0;
     }
     const char *cmd = argv[1];
-    run_opts o = {.n_predict = 16, .sampling = moe_sampler_defaults()};
+    run_opts o = {.n_predict = 16, .sampling = moe_sampler_defaults(), .add_generation_prompt = 1, .thinking = -1, .now = -1};
     o.sampling.temp = 0; /* run is greedy unless asked */
     int verify = 0;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int takes = 1;
         if (!strcmp(a, "--verify")) { verify = 1; takes = 0; }
+        else if (!strcmp(a, "--no-generation-prompt")) { o.add_generation_prompt = 0; takes = 0; }
         else if (!v) { fprintf(stderr, "moe-cli: %s needs a value\n", a); return 2; }
         else if (!strcmp(a, "-m") || !strcmp(a, "--model")) o.model = v;
         else if (!strcmp(a, "--tokens")) o.tokens = v;
+        else if (!strcmp(a, "--messages")) o.messages = v;
+        else if (!strcmp(a, "--thinking")) {
+            if (strcmp(v, "on") && strcmp(v, "off")) { fprintf(stderr, "moe-cli: --thinking expects on or off\n"); return 2; }
+            o.thinking = !strcmp(v, "on");
+        } else if (!strcmp(a, "--now")) {
+            char *end;
+            o.now = strtoll(v, &end, 10);
+            if (!*v || *end || o.now < 0) { fprintf(stderr, "moe-cli: --now expects seconds since 1970\n"); return 2; }
+        }
         else if (!strcmp(a, "--logits-out")) o.logits_out = v;
         else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) { if (int_arg(a, v, &o.n_predict)) return 2; }
         else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) { if (int_arg(a, v, &o.n_threads)) return 2; }
@@ -293,6 +351,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     if (!strcmp(cmd, "info")) return cmd_info(o.model, verify);
+    if (!strcmp(cmd, "render")) return cmd_render(&o);
     if (!strcmp(cmd, "run")) return cmd_run(&o);
     fprintf(stderr, "moe-cli: unknown command \"%s\"\n", cmd);
     usage(stderr);

@@ -1,0 +1,57 @@
+/*
+ * chat.c — the model's chat template applied to a conversation: the template
+ * and the special-token strings it needs come from the files the converter
+ * stored (tokenizer.chat_template, tokenizer_config.json), the variables are
+ * those transformers.js passes to the template.
+ */
+#include <cjson/cJSON.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/model.h"
+#include "template.h"
+#include "util/error.h"
+
+/* A special token in tokenizer_config.json: "<s>" or {"content": "<s>", ...}. */
+static cJSON *token_string(const cJSON *config, const char *key) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(config, key);
+    if (cJSON_IsObject(v)) v = cJSON_GetObjectItemCaseSensitive(v, "content");
+    return cJSON_IsString(v) ? cJSON_CreateString(v->valuestring) : NULL;
+}
+
+int moe_chat_render(const moe_model *m, const char *messages_json, size_t len, int add_generation_prompt,
+                    int enable_thinking, long long now_unix, char **out, size_t *out_len, moe_error *err) {
+    size_t tlen = 0, clen = 0;
+    const uint8_t *tsrc = moef_meta_bytes(&m->file, "tokenizer.chat_template", &tlen);
+    const uint8_t *csrc = moef_meta_bytes(&m->file, "tokenizer.hf_config", &clen);
+    if (!tsrc) return moe_fail(err, "%s: the model has no chat template", m->file.path);
+    cJSON *messages = cJSON_ParseWithLength(messages_json, len);
+    if (!cJSON_IsArray(messages)) {
+        cJSON_Delete(messages);
+        return moe_fail(err, "messages: not a JSON list of {\"role\", \"content\"} objects");
+    }
+    for (const cJSON *msg = messages->child; msg; msg = msg->next)
+        if (!cJSON_IsObject(msg) || !cJSON_IsString(cJSON_GetObjectItemCaseSensitive(msg, "role"))) {
+            cJSON_Delete(messages);
+            return moe_fail(err, "messages: every message needs a \"role\" string");
+        }
+    cJSON *vars = cJSON_CreateObject(), *config = csrc ? cJSON_ParseWithLength((const char *)csrc, clen) : NULL;
+    cJSON_AddItemToObject(vars, "messages", messages);
+    cJSON_AddBoolToObject(vars, "add_generation_prompt", add_generation_prompt);
+    cJSON_AddNullToObject(vars, "tools");
+    cJSON_AddNullToObject(vars, "documents");
+    cJSON *bos = config ? token_string(config, "bos_token") : NULL, *eos = config ? token_string(config, "eos_token") : NULL;
+    if (bos) cJSON_AddItemToObject(vars, "bos_token", bos);
+    if (eos) cJSON_AddItemToObject(vars, "eos_token", eos);
+    if (enable_thinking >= 0) cJSON_AddBoolToObject(vars, "enable_thinking", enable_thinking);
+    cJSON_Delete(config);
+    char *json = cJSON_PrintUnformatted(vars);
+    cJSON_Delete(vars);
+    if (!json) return moe_fail(err, "out of memory");
+    int rc = -1;
+    moe_template *t = moe_template_parse((const char *)tsrc, tlen, err);
+    if (t) rc = moe_template_render_json(t, json, strlen(json), now_unix, out, out_len, err);
+    moe_template_free(t);
+    free(json);
+    return rc;
+}
