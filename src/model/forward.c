@@ -53,6 +53,7 @@ struct moe_ctx {
     moe_groups groups;
     moe_act act_xn, act_att, act_h, act_hs;
     moe_act *act_h_expert;      /* n_experts views into act_h */
+    const moe_weight **expert_w; /* n_experts: weights acquired for the current layer */
     moe_mm *mm;                 /* 2 * n_experts + 3 products of one call */
     float *scores;              /* n_threads x n_ctx attention scores */
     float *logits;              /* n_vocab, the last token's logits */
@@ -107,37 +108,39 @@ moe_ctx *moe_ctx_new(const moe_model *m, moe_ctx_params p, moe_error *err) {
     const size_t sff = (size_t)imax(imax(hp->dense_ffn, hp->shared_ffn), 1);
     const size_t cache = (size_t)hp->n_layers * (size_t)c->n_ctx * kvd;
 
-    c->k_cache = malloc(cache * sizeof(float));
-    c->v_cache = malloc(cache * sizeof(float));
-    c->inv_freq = malloc((size_t)hp->head_dim / 2 * sizeof(double));
-    c->x = malloc(B * E * sizeof(float));
-    c->xn = malloc(B * E * sizeof(float));
-    c->q = malloc(B * qd * sizeof(float));
-    c->k = malloc(B * kvd * sizeof(float));
-    c->v = malloc(B * kvd * sizeof(float));
-    c->att = malloc(B * qd * sizeof(float));
-    c->out = malloc(B * E * sizeof(float));
-    c->h_gate = malloc(slots * eff * sizeof(float));
-    c->h_up = malloc(slots * eff * sizeof(float));
-    c->y_exp = malloc(slots * E * sizeof(float));
-    c->hs_gate = malloc(B * sff * sizeof(float));
-    c->hs_up = malloc(B * sff * sizeof(float));
-    c->router = malloc(B * n_exp * sizeof(float));
-    c->sel = malloc(slots * sizeof(int32_t));
-    c->sel_w = malloc(slots * sizeof(float));
-    c->groups.start = malloc((n_exp + 1) * sizeof(int32_t));
-    c->groups.token = malloc(slots * sizeof(int32_t));
-    c->groups.weight = malloc(slots * sizeof(float));
-    c->act_h_expert = malloc(n_exp * sizeof(moe_act));
-    c->mm = malloc((2 * n_exp + 3) * sizeof(moe_mm));
-    c->scores = malloc((size_t)c->n_threads * (size_t)c->n_ctx * sizeof(float));
-    c->logits = malloc((size_t)hp->n_vocab * sizeof(float));
-    int bad = act_alloc(&c->act_xn, c->xn, B, hp->n_embd) | act_alloc(&c->act_att, c->att, B, (int64_t)qd) |
-              act_alloc(&c->act_h, c->h_gate, slots, (int64_t)eff) | act_alloc(&c->act_hs, c->hs_gate, B, (int64_t)sff);
-    if (bad || !c->k_cache || !c->v_cache || !c->inv_freq || !c->x || !c->xn || !c->q || !c->k || !c->v ||
-        !c->att || !c->out || !c->h_gate || !c->h_up || !c->y_exp || !c->hs_gate || !c->hs_up || !c->router ||
-        !c->sel || !c->sel_w || !c->groups.start || !c->groups.token || !c->groups.weight || !c->act_h_expert ||
-        !c->mm || !c->scores || !c->logits) {
+    /* Every buffer is sized here, once; the forward pass allocates nothing. */
+    int ok = 1;
+#define ALLOC(p, count) (ok &= ((p) = malloc((size_t)(count) * sizeof *(p))) != NULL)
+    ALLOC(c->k_cache, cache);
+    ALLOC(c->v_cache, cache);
+    ALLOC(c->inv_freq, hp->head_dim / 2);
+    ALLOC(c->x, B * E);
+    ALLOC(c->xn, B * E);
+    ALLOC(c->q, B * qd);
+    ALLOC(c->k, B * kvd);
+    ALLOC(c->v, B * kvd);
+    ALLOC(c->att, B * qd);
+    ALLOC(c->out, B * E);
+    ALLOC(c->h_gate, slots * eff);
+    ALLOC(c->h_up, slots * eff);
+    ALLOC(c->y_exp, slots * E);
+    ALLOC(c->hs_gate, B * sff);
+    ALLOC(c->hs_up, B * sff);
+    ALLOC(c->router, B * n_exp);
+    ALLOC(c->sel, slots);
+    ALLOC(c->sel_w, slots);
+    ALLOC(c->groups.start, n_exp + 1);
+    ALLOC(c->groups.token, slots);
+    ALLOC(c->groups.weight, slots);
+    ALLOC(c->act_h_expert, n_exp);
+    ALLOC(c->expert_w, n_exp);
+    ALLOC(c->mm, 2 * n_exp + 3);
+    ALLOC(c->scores, (size_t)c->n_threads * (size_t)c->n_ctx);
+    ALLOC(c->logits, hp->n_vocab);
+#undef ALLOC
+    ok &= !act_alloc(&c->act_xn, c->xn, B, hp->n_embd) & !act_alloc(&c->act_att, c->att, B, (int64_t)qd) &
+          !act_alloc(&c->act_h, c->h_gate, slots, (int64_t)eff) & !act_alloc(&c->act_hs, c->hs_gate, B, (int64_t)sff);
+    if (!ok) {
         moe_fail(err, "out of memory for a context of %d positions (KV cache %zu MiB)", c->n_ctx,
                  2 * cache * sizeof(float) >> 20);
         moe_ctx_free(c);
@@ -152,7 +155,7 @@ void moe_ctx_free(moe_ctx *c) {
     if (!c) return;
     void *bufs[] = {c->k_cache, c->v_cache, c->inv_freq, c->x, c->xn, c->q, c->k, c->v, c->att, c->out,
                     c->h_gate, c->h_up, c->y_exp, c->hs_gate, c->hs_up, c->router, c->sel, c->sel_w,
-                    c->groups.start, c->groups.token, c->groups.weight, c->act_h_expert, c->mm, c->scores,
+                    c->groups.start, c->groups.token, c->groups.weight, c->act_h_expert, c->expert_w, c->mm, c->scores,
                     c->logits};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) free(bufs[i]);
     act_free(&c->act_xn);
@@ -306,7 +309,7 @@ static void moe_ffn(moe_ctx *c, int layer, int n_tok) {
     for (int e = 0; e < hp->n_experts; e++) {
         const int s0 = start[e], n = start[e + 1] - s0;
         if (!n) continue;
-        const moe_weight *w = c->experts.acquire(c->experts.self, layer, e);
+        const moe_weight *w = c->expert_w[e] = c->experts.acquire(c->experts.self, layer, e);
         any_quant |= moe_dtype_is_quant(w[ET_GATE].dtype);
         c->mm[n_mm++] = product(c->h_gate + (size_t)s0 * F, F, &w[ET_GATE], &c->act_xn, c->groups.token + s0, n);
         c->mm[n_mm++] = product(c->h_up + (size_t)s0 * F, F, &w[ET_UP], &c->act_xn, c->groups.token + s0, n);
@@ -323,7 +326,7 @@ static void moe_ffn(moe_ctx *c, int layer, int n_tok) {
     for (int e = 0; e < hp->n_experts; e++) {
         const int s0 = start[e], n = start[e + 1] - s0;
         if (!n) continue;
-        const moe_weight *w = moe_model_expert(c->m, layer, e);
+        const moe_weight *w = c->expert_w[e];
         c->act_h_expert[e] = act_view(&c->act_h, s0, n);
         c->mm[n_mm++] = product(c->y_exp + (size_t)s0 * E, E, &w[ET_DOWN], &c->act_h_expert[e], NULL, n);
     }
