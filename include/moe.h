@@ -121,6 +121,9 @@ int moe_model_verify(const moe_model *m,
  * embedding row (the KV cache is not counted). */
 uint64_t moe_model_bytes_per_token(const moe_model *m);
 
+/* Bytes of all routed experts of all layers (what an expert cache budget is a share of). */
+uint64_t moe_model_routed_expert_bytes(const moe_model *m);
+
 /* Parameter counts: all weights, and those one token reads. */
 void moe_model_param_counts(const moe_model *m, uint64_t *total, uint64_t *active);
 
@@ -131,7 +134,21 @@ typedef struct moe_ctx_params {
     int32_t n_batch;           /* tokens per forward chunk; 0: 64 */
     int32_t n_threads;         /* 0: OpenMP's default */
     const char *isa;           /* kernels to use: "scalar", "avx2", "neon"; NULL: best for this CPU */
+    uint64_t expert_cache_bytes; /* > 0: serve routed experts from a cache of this many bytes
+                                    (whole experts, LRU), read from the file; 0: the mapping */
 } moe_ctx_params;
+
+/* The expert cache's counters (see moe_ctx_params.expert_cache_bytes). */
+typedef struct moe_cache_stats {
+    uint64_t hits, misses;
+    uint64_t bypasses;         /* served from the mapping because every slot was in use */
+    uint64_t bytes_read;       /* from the file into the cache */
+    int32_t slots, slots_used;
+    uint64_t slot_bytes;
+} moe_cache_stats;
+
+/* 0 and the counters, or -1 when the context has no expert cache. */
+int moe_ctx_cache_stats(const moe_ctx *c, moe_cache_stats *out);
 
 /* The instruction set the context's kernels use. */
 const char *moe_ctx_isa(const moe_ctx *c);

@@ -8,7 +8,9 @@
   (at a high temperature) gives other ids;
 - the same seed gives the same ids at 1 and 2 threads;
 - --top-k 1 at any temperature is greedy;
-- bad sampling flags are refused with a message.
+- bad sampling flags are refused with a message;
+- with an expert cache (30 % of the experts, and a single slot) the logits
+  are bit-identical to the plain mapping, and the cache reports its counters.
 Ends with "N passed, M failed".
 """
 
@@ -52,6 +54,15 @@ def main():
     checks.append(("another seed, other ids", a != c))
     checks.append(("same seed at 1 and 2 threads", a == ids(*hot, "--seed", "1", threads=1)))
     checks.append(("top-k 1 is greedy", ids("--temp", "2", "--top-k", "1", "--seed", "5") == greedy))
+    plain = os.path.join(args.workdir, "plain.bin")
+    run(base + ["--logits-out", plain])
+    for budget in ("30%", "1"):
+        cached = os.path.join(args.workdir, "cached.bin")
+        p = run(base + ["--logits-out", cached, "--expert-cache", budget])
+        same = open(plain, "rb").read() == open(cached, "rb").read()
+        checks.append((f"--expert-cache {budget}: identical logits, stats printed", same and "expert cache:" in p.stderr))
+    p = run(base + ["--expert-cache", "lots"], expect_ok=False)
+    checks.append(("--expert-cache lots refused", p.returncode in (1, 2) and "expert-cache" in p.stderr))
     for flag, value in (("--top-p", "0"), ("--temp", "x"), ("--seed", "-1"), ("--top-k", "-2")):
         p = run(base + [flag, value], expect_ok=False)
         checks.append((f"{flag} {value} refused", p.returncode in (1, 2) and p.stderr.strip() != ""))

@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cache/expert_cache.h"
 #include "kernels/kernels.h"
 #include "model.h"
 #include "moe/moe.h"
@@ -32,6 +33,7 @@ struct moe_ctx {
     const moe_model *m;
     const moe_kernels *kern;
     moe_expert_source experts;
+    moe_expert_cache *cache;    /* NULL: experts straight from the mapping */
     int n_ctx, n_batch, n_threads;
     int32_t pos;
 
@@ -98,6 +100,13 @@ moe_ctx *moe_ctx_new(const moe_model *m, moe_ctx_params p, moe_error *err) {
     c->m = m;
     c->kern = kern;
     c->experts = moe_expert_source_mmap(m);
+    if (p.expert_cache_bytes > 0) {
+        if (!(c->cache = moe_expert_cache_new(m, p.expert_cache_bytes, err))) {
+            free(c);
+            return NULL;
+        }
+        c->experts = moe_expert_cache_source(c->cache);
+    }
     c->n_ctx = p.n_ctx > 0 ? p.n_ctx : (hp->n_ctx_train < 4096 ? hp->n_ctx_train : 4096);
     c->n_batch = p.n_batch > 0 ? p.n_batch : 64;
     c->n_threads = p.n_threads > 0 ? p.n_threads : omp_get_max_threads();
@@ -162,7 +171,14 @@ void moe_ctx_free(moe_ctx *c) {
     act_free(&c->act_att);
     act_free(&c->act_h);
     act_free(&c->act_hs);
+    moe_expert_cache_free(c->cache);
     free(c);
+}
+
+int moe_ctx_cache_stats(const moe_ctx *c, moe_cache_stats *out) {
+    if (!c->cache) return -1;
+    moe_expert_cache_get_stats(c->cache, out);
+    return 0;
 }
 
 const float *moe_ctx_logits(const moe_ctx *c) { return c->logits; }

@@ -150,6 +150,14 @@ uint64_t moe_model_bytes_per_token(const moe_model *m) {
     return total;
 }
 
+uint64_t moe_model_routed_expert_bytes(const moe_model *m) {
+    uint64_t total = 0;
+    for (int l = 0; l < m->hp.n_layers; l++)
+        for (int e = 0; m->hp.layer_is_moe[l] && e < m->hp.n_experts; e++)
+            for (int t = 0; t < ET_COUNT; t++) total += bytes(&moe_model_expert(m, l, e)[t]);
+    return total;
+}
+
 static uint64_t elems(const moe_weight *w) { return w->data ? (uint64_t)(w->rows * w->cols) : 0; }
 
 void moe_model_param_counts(const moe_model *m, uint64_t *total, uint64_t *active) {

@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "moe.h"
+#include "util/size.h"
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -35,6 +36,7 @@ static void usage(FILE *f) {
             "       moe-cli run -m FILE --tokens ID,ID,... [-n N] [--logits-out PATH] [-t THREADS] [-c CTX]\n"
             "                   [--temp T] [--top-k K] [--top-p P] [--min-p P] [--repeat-penalty R]\n"
             "                   [--repeat-last-n N] [--presence-penalty P] [--frequency-penalty F] [--seed S]\n"
+            "                   [--expert-cache SIZE]   routed experts from a cache of SIZE (6G, 512M, 25%%)\n"
             "  run is greedy unless --temp > 0 is given.\n");
 }
 
@@ -158,6 +160,7 @@ typedef struct run_opts {
     int add_generation_prompt, thinking; /* render: thinking -1 unset */
     long long now;                       /* render: the template's clock; -1: now */
     int n_predict, n_threads, n_ctx;
+    const char *expert_cache; /* --expert-cache SIZE, or NULL */
     moe_sampler_params sampling;
 } run_opts;
 
@@ -185,7 +188,13 @@ static int cmd_run(const run_opts *o) {
     if (!m) goto fail;
     const int V = moe_model_hparams(m)->n_vocab;
     int n_ctx = o->n_ctx > 0 ? o->n_ctx : n_prompt + o->n_predict;
-    c = moe_ctx_new(m, (moe_ctx_params){.n_ctx = n_ctx, .n_threads = o->n_threads, .isa = getenv("MOE_ISA")}, &err);
+    uint64_t cache_bytes = 0;
+    if (o->expert_cache && moe_parse_size(o->expert_cache, moe_model_routed_expert_bytes(m), &cache_bytes)) {
+        snprintf(err.msg, sizeof err.msg, "--expert-cache %s: expected a size like 6G, 512M or 25%%", o->expert_cache);
+        goto fail;
+    }
+    c = moe_ctx_new(m, (moe_ctx_params){.n_ctx = n_ctx, .n_threads = o->n_threads, .isa = getenv("MOE_ISA"),
+                                         .expert_cache_bytes = cache_bytes}, &err);
     if (!c) goto fail;
     if (!(smp = moe_sampler_new(o->sampling, V, &err))) goto fail;
     for (int i = 0; i < n_prompt; i++) moe_sampler_accept(smp, prompt[i]);
@@ -213,6 +222,12 @@ static int cmd_run(const run_opts *o) {
         if (lf && fwrite(moe_ctx_logits(c), sizeof(float), (size_t)V, lf) != (size_t)V) goto write_fail;
     }
     printf("\n");
+    moe_cache_stats cs;
+    if (!moe_ctx_cache_stats(c, &cs))
+        fprintf(stderr, "expert cache: %d slots of %.2f MiB, %llu hits, %llu misses (hit rate %.1f%%), %llu bypasses, %.1f MiB read\n",
+                cs.slots, cs.slot_bytes / 1048576.0, (unsigned long long)cs.hits, (unsigned long long)cs.misses,
+                cs.hits + cs.misses ? 100.0 * cs.hits / (double)(cs.hits + cs.misses) : 0.0,
+                (unsigned long long)cs.bypasses, cs.bytes_read / 1048576.0);
     if (lf) {
         int bad = fclose(lf);
         lf = NULL;
@@ -318,6 +333,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "-m") || !strcmp(a, "--model")) o.model = v;
         else if (!strcmp(a, "--tokens")) o.tokens = v;
         else if (!strcmp(a, "--messages")) o.messages = v;
+        else if (!strcmp(a, "--expert-cache")) o.expert_cache = v;
         else if (!strcmp(a, "--thinking")) {
             if (strcmp(v, "on") && strcmp(v, "off")) { fprintf(stderr, "moe-cli: --thinking expects on or off\n"); return 2; }
             o.thinking = !strcmp(v, "on");
