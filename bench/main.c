@@ -22,13 +22,14 @@
 #include <unistd.h>
 
 #include "membw.h"
+#include "util/size.h"
 #include "moe.h"
 #include "synthetic.h"
 
 #define MAX_REPS 100
 
 typedef struct opts {
-    const char *model, *synthetic, *output, *quant, *cache_dir;
+    const char *model, *synthetic, *output, *quant, *cache_dir, *expert_cache;
     int n_prompt, n_gen, n_threads, reps, layers, membw;
 } opts;
 
@@ -39,6 +40,8 @@ typedef struct result {
     int n;
     double avg_ts, sd_ts, avg_ns, sd_ns;
     double bytes_per_token, bw_fraction; /* tg only; <0 when not applicable */
+    int has_cache;
+    double cache_hit_rate, bytes_read_per_token; /* with --expert-cache */
 } result;
 
 static double now(void) {
@@ -121,6 +124,8 @@ static int run_test(moe_ctx *c, const moe_hparams *hp, result *r, int pp, int n,
     }
     int rc = 0;
     if (run_once(c, hp, pp, n, tokens, err) < 0) rc = -1; /* warm-up: pages in the weights */
+    moe_cache_stats before, after;
+    r->has_cache = !moe_ctx_cache_stats(c, &before);
     for (int i = 0; i < reps && !rc; i++) {
         double dt = run_once(c, hp, pp, n, tokens, err);
         if (dt < 0) rc = -1;
@@ -130,6 +135,11 @@ static int run_test(moe_ctx *c, const moe_hparams *hp, result *r, int pp, int n,
         }
     }
     free(tokens);
+    if (r->has_cache && !moe_ctx_cache_stats(c, &after)) {
+        const double lookups = (double)(after.hits + after.misses + after.bypasses - before.hits - before.misses - before.bypasses);
+        r->cache_hit_rate = lookups > 0 ? (double)(after.hits - before.hits) / lookups : 0;
+        r->bytes_read_per_token = (double)(after.bytes_read - before.bytes_read) / ((double)n * (r->n ? r->n : 1));
+    }
     if (!rc) stats(r);
     return rc;
 }
@@ -141,6 +151,7 @@ static void usage(FILE *f) {
             "  --synthetic NAME  random weights with a real model's shapes: %s\n"
             "  --quant Q         q4, q8, f16, bf16, f32 for every matrix (default: the default recipe)\n"
             "  --membw           measure the read bandwidth only (always measured for tg)\n"
+            "  --expert-cache S  routed experts from an LRU cache of S bytes (6G, 512M, 25%%)\n"
             "  MOE_ISA=scalar|avx2|neon forces the kernels.\n",
             moe_synthetic_names());
 }
@@ -168,6 +179,7 @@ static int parse(int argc, char **argv, opts *o) {
         else if (!strcmp(a, "--synthetic")) o->synthetic = v;
         else if (!strcmp(a, "--quant")) o->quant = v;
         else if (!strcmp(a, "--cache-dir")) o->cache_dir = v;
+        else if (!strcmp(a, "--expert-cache")) o->expert_cache = v;
         else if (!strcmp(a, "-o")) o->output = v;
         else if (!strcmp(a, "-p")) rc = int_opt(a, v, &o->n_prompt);
         else if (!strcmp(a, "-n")) rc = int_opt(a, v, &o->n_gen);
@@ -250,6 +262,10 @@ static void output(const opts *o, const char *path, const char *cpu, const char 
             printf("| %s | %.2f GiB | %.2f B | %.2f B | %d | %s | %.2f ± %.2f | %s | %s |\n", hp->architecture,
                    size_gib, total / 1e9, active / 1e9, threads, test, r->avg_ts, r->sd_ts, gbs, frac);
         }
+        for (int i = 0; i < n_res; i++)
+            if (res[i].has_cache)
+                printf("\n%s%d expert cache: hit rate %.1f%%, %.2f MiB read from the file per token\n", res[i].test,
+                       res[i].n_prompt + res[i].n_gen, 100 * res[i].cache_hit_rate, res[i].bytes_read_per_token / 1048576.0);
     } else if (!strcmp(o->output, "csv")) {
         printf("model_filename,model_type,model_size,model_n_params,cpu_info,isa,n_threads,n_prompt,n_gen,avg_ns,"
                "stddev_ns,avg_ts,stddev_ts,membw_gbs,bytes_per_token,bw_fraction,rss_bytes\n");
@@ -283,6 +299,8 @@ static void output(const opts *o, const char *path, const char *cpu, const char 
                 printf("\"bytes_per_token\": %.0f, \"bw_fraction\": %.6f, ", r->bytes_per_token, r->bw_fraction);
             else
                 printf("\"bytes_per_token\": null, \"bw_fraction\": null, ");
+            if (r->has_cache)
+                printf("\"cache_hit_rate\": %.6f, \"bytes_read_per_token\": %.0f, ", r->cache_hit_rate, r->bytes_read_per_token);
             printf("\"rss_bytes\": %ld}%s\n", rss, i + 1 < n_res ? "," : "");
         }
         printf("]\n");
@@ -319,8 +337,14 @@ int main(int argc, char **argv) {
     const moe_hparams *hp = moe_model_hparams(m);
     const int n_ctx = (o.n_prompt > o.n_gen ? o.n_prompt : o.n_gen) + 1;
     const int n_batch = o.n_prompt > 0 ? o.n_prompt : 1;
+    uint64_t cache_bytes = 0;
+    if (o.expert_cache && moe_parse_size(o.expert_cache, moe_model_routed_expert_bytes(m), &cache_bytes)) {
+        fprintf(stderr, "moe-bench: --expert-cache %s: expected a size like 6G, 512M or 25%%\n", o.expert_cache);
+        moe_model_close(m);
+        return 2;
+    }
     moe_ctx *c = moe_ctx_new(m, (moe_ctx_params){.n_ctx = n_ctx, .n_batch = n_batch, .n_threads = threads,
-                                                  .isa = getenv("MOE_ISA")}, &err);
+                                                  .isa = getenv("MOE_ISA"), .expert_cache_bytes = cache_bytes}, &err);
     if (!c) {
         fprintf(stderr, "moe-bench: %s\n", err.msg);
         moe_model_close(m);
