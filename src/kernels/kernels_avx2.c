@@ -3,12 +3,13 @@
  * flags for this file only and chosen at run time when the CPU has them.
  *
  * q4/q8: activations are int8 in blocks of 32 (moe_act). For each group of
- * four weight rows and each block, the four rows' 32 weights are loaded and
- * widened once and multiplied into up to four tokens with maddubs (u8 x s8 ->
- * i16 pairs) and madd (-> i32). The four rows' i32 sums are folded into one
- * vector with two hadds, so the block's scales are applied to four rows with
- * one convert and two FMAs. q4 weights are stored as n = q + 8 in [0, 15]:
- * sum((n - 8) x) = sum(n x) - 8 sum(x), and sum(x) comes with the activations.
+ * four weight rows and each block, the rows' weights are loaded and widened
+ * once and multiplied into up to four tokens with maddubs (u8 x s8 -> i16
+ * pairs) and madd (-> i32). q4 (see q4_group) keeps per-lane partial sums
+ * scaled per block in float and reduces them once per group; q8 folds the
+ * four rows' sums with two hadds per block. q4 weights are stored as
+ * n = q + 8 in [0, 15]: sum((n - 8) x) = sum(n x) - 8 sum(x), and sum(x)
+ * comes with the activations.
  */
 #include <immintrin.h>
 #include <string.h>
