@@ -168,6 +168,17 @@ const float *moe_ctx_logits(const moe_ctx *c);
 int32_t moe_ctx_pos(const moe_ctx *c);
 void moe_ctx_reset(moe_ctx *c);
 
+/* ---- text ---- */
+
+typedef struct moe_tokenizer moe_tokenizer;
+
+/* The model's tokenizer, built from the tokenizer.json (and
+ * tokenizer_config.json) stored in the file; the caller frees it with
+ * moe_tokenizer_free (see src/text/tokenizer.h for its calls). NULL with err
+ * when the model has none. */
+moe_tokenizer *moe_model_tokenizer_new(const moe_model *m, moe_error *err);
+void moe_tokenizer_free(moe_tokenizer *t);
+
 /* ---- chat ---- */
 
 /* Renders a conversation with the model's chat template, as Hugging Face's

@@ -10,6 +10,7 @@
 
 #include "model/model.h"
 #include "template.h"
+#include "tokenizer.h"
 #include "util/error.h"
 
 /* A special token in tokenizer_config.json: "<s>" or {"content": "<s>", ...}. */
@@ -54,4 +55,17 @@ int moe_chat_render(const moe_model *m, const char *messages_json, size_t len, i
     moe_template_free(t);
     free(json);
     return rc;
+}
+
+moe_tokenizer *moe_model_tokenizer_new(const moe_model *m, moe_error *err) {
+    size_t len = 0, clen = 0;
+    const uint8_t *json = moef_meta_bytes(&m->file, "tokenizer.hf_json", &len);
+    const uint8_t *config = moef_meta_bytes(&m->file, "tokenizer.hf_config", &clen);
+    if (!json) {
+        moe_fail(err, "%s: the model has no tokenizer (it was converted without tokenizer.json)", m->file.path);
+        return NULL;
+    }
+    moe_tokenizer *t = moe_tokenizer_from_hf((const char *)json, len, (const char *)config, config ? clen : 0, err);
+    if (!t) moe_fail_prefix(err, "%s: tokenizer: ", m->file.path);
+    return t;
 }

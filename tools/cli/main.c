@@ -2,6 +2,10 @@
  * moe-cli — the command-line face of the runtime.
  *
  *   moe-cli info -m FILE [--verify]        model card; --verify checks every checksum
+ *   moe-cli tokenize -m FILE [--pieces] [--no-special] [--jsonl] [TEXT]
+ *                                          ids of TEXT as a JSON array; --jsonl: one JSON string
+ *                                          per stdin line, one array per output line
+ *   moe-cli detokenize -m FILE --tokens 1,2,3 [--skip-special]
  *   moe-cli render -m FILE --messages CONV.json [--no-generation-prompt] [--thinking on|off] [--now UNIX]
  *                                          the exact prompt text the chat template makes
  *   moe-cli run  -m FILE --tokens 1,2,3 -n N [--logits-out PATH] [-t THREADS] [-c CTX]
@@ -26,12 +30,17 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <cjson/cJSON.h>
+
 #include "moe.h"
+#include "text/tokenizer.h"
 #include "util/size.h"
 
 static void usage(FILE *f) {
     fprintf(f,
             "usage: moe-cli info -m FILE [--verify]\n"
+            "       moe-cli tokenize -m FILE [--pieces] [--no-special] [--jsonl] [TEXT]\n"
+            "       moe-cli detokenize -m FILE --tokens ID,ID,... [--skip-special]\n"
             "       moe-cli render -m FILE --messages CONV.json [--no-generation-prompt] [--thinking on|off] [--now UNIX]\n"
             "       moe-cli run -m FILE --tokens ID,ID,... [-n N] [--logits-out PATH] [-t THREADS] [-c CTX]\n"
             "                   [--temp T] [--top-k K] [--top-p P] [--min-p P] [--repeat-penalty R]\n"
@@ -158,6 +167,8 @@ static int parse_tokens(const char *s, int32_t **out, int *n) {
 typedef struct run_opts {
     const char *model, *tokens, *logits_out, *messages;
     int add_generation_prompt, thinking; /* render: thinking -1 unset */
+    const char *text;                    /* tokenize: the positional TEXT */
+    int pieces, no_special, jsonl, skip_special;
     long long now;                       /* render: the template's clock; -1: now */
     int n_predict, n_threads, n_ctx;
     const char *expert_cache; /* --expert-cache SIZE, or NULL */
@@ -251,6 +262,91 @@ done:
     return rc;
 }
 
+/* ---- tokenize / detokenize ---- */
+
+static void print_ids(const moe_tokenizer *t, const int32_t *ids, int n, int pieces) {
+    if (pieces) {
+        for (int i = 0; i < n; i++) {
+            size_t len = 0;
+            const char *piece = moe_tokenizer_piece(t, ids[i], &len);
+            cJSON *str = cJSON_CreateString(piece ? piece : "");
+            char *json = cJSON_PrintUnformatted(str);
+            printf("%d\t%s\n", ids[i], json ? json : "\"\"");
+            free(json);
+            cJSON_Delete(str);
+        }
+        return;
+    }
+    printf("[");
+    for (int i = 0; i < n; i++) printf("%s%d", i ? ", " : "", ids[i]);
+    printf("]\n");
+}
+
+static int encode_print(const moe_tokenizer *t, const char *text, size_t len, const run_opts *o, moe_error *err) {
+    int32_t *ids = NULL;
+    int n = 0;
+    if (moe_tokenizer_encode(t, text, len, !o->no_special, &ids, &n, err)) return -1;
+    print_ids(t, ids, n, o->pieces);
+    free(ids);
+    return 0;
+}
+
+static int cmd_tokenize(const run_opts *o) {
+    moe_error err = {{0}};
+    moe_model *m = moe_model_open(o->model, &err);
+    moe_tokenizer *t = m ? moe_model_tokenizer_new(m, &err) : NULL;
+    int rc = t ? 0 : 1;
+    if (t && o->jsonl) {
+        char *line = NULL;
+        size_t cap = 0;
+        ssize_t k;
+        for (int lineno = 1; !rc && (k = getline(&line, &cap, stdin)) > 0; lineno++) {
+            cJSON *s = cJSON_ParseWithLength(line, (size_t)k);
+            if (!cJSON_IsString(s)) {
+                snprintf(err.msg, sizeof err.msg, "stdin line %d: not a JSON string", lineno);
+                rc = 1;
+            } else if (encode_print(t, s->valuestring, strlen(s->valuestring), o, &err)) {
+                rc = 1;
+            }
+            cJSON_Delete(s);
+        }
+        free(line);
+    } else if (t) {
+        if (!o->text) {
+            snprintf(err.msg, sizeof err.msg, "tokenize: give the TEXT, or --jsonl to read JSON strings from stdin");
+            rc = 2;
+        } else if (encode_print(t, o->text, strlen(o->text), o, &err)) {
+            rc = 1;
+        }
+    }
+    if (rc) fprintf(stderr, "moe-cli: %s\n", err.msg);
+    moe_tokenizer_free(t);
+    moe_model_close(m);
+    return rc;
+}
+
+static int cmd_detokenize(const run_opts *o) {
+    moe_error err = {{0}};
+    int32_t *ids = NULL;
+    int n = 0;
+    if (!o->tokens || parse_tokens(o->tokens, &ids, &n)) {
+        if (!o->tokens) fprintf(stderr, "moe-cli detokenize: --tokens is required\n");
+        return 2;
+    }
+    moe_model *m = moe_model_open(o->model, &err);
+    moe_tokenizer *t = m ? moe_model_tokenizer_new(m, &err) : NULL;
+    char *text = NULL;
+    size_t len = 0;
+    int rc = !t || moe_tokenizer_decode(t, ids, n, o->skip_special, &text, &len, &err) ? 1 : 0;
+    if (rc) fprintf(stderr, "moe-cli: %s\n", err.msg);
+    else fwrite(text, 1, len, stdout);
+    free(text);
+    free(ids);
+    moe_tokenizer_free(t);
+    moe_model_close(m);
+    return rc;
+}
+
 /* ---- render ---- */
 
 static int cmd_render(const run_opts *o) {
@@ -327,7 +423,12 @@ int main(int argc, char **argv) {
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int takes = 1;
-        if (!strcmp(a, "--verify")) { verify = 1; takes = 0; }
+        if (a[0] != '-' && !o.text) { o.text = a; takes = 0; }
+        else if (!strcmp(a, "--verify")) { verify = 1; takes = 0; }
+        else if (!strcmp(a, "--pieces")) { o.pieces = 1; takes = 0; }
+        else if (!strcmp(a, "--no-special")) { o.no_special = 1; takes = 0; }
+        else if (!strcmp(a, "--jsonl")) { o.jsonl = 1; takes = 0; }
+        else if (!strcmp(a, "--skip-special")) { o.skip_special = 1; takes = 0; }
         else if (!strcmp(a, "--no-generation-prompt")) { o.add_generation_prompt = 0; takes = 0; }
         else if (!v) { fprintf(stderr, "moe-cli: %s needs a value\n", a); return 2; }
         else if (!strcmp(a, "-m") || !strcmp(a, "--model")) o.model = v;
@@ -368,6 +469,8 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(cmd, "info")) return cmd_info(o.model, verify);
     if (!strcmp(cmd, "render")) return cmd_render(&o);
+    if (!strcmp(cmd, "tokenize")) return cmd_tokenize(&o);
+    if (!strcmp(cmd, "detokenize")) return cmd_detokenize(&o);
     if (!strcmp(cmd, "run")) return cmd_run(&o);
     fprintf(stderr, "moe-cli: unknown command \"%s\"\n", cmd);
     usage(stderr);

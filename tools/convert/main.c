@@ -20,6 +20,7 @@
 #include "model/model.h"
 #include "quant/quant.h"
 #include "safetensors.h"
+#include "text/tokenizer.h"
 #include "util/error.h"
 #include "util/file.h"
 #include "util/half.h"
@@ -214,6 +215,18 @@ static int read_text_files(text_files *t, const char *dir, moe_error *err) {
     return 0;
 }
 
+/* Builds the tokenizer once, so that one we cannot run fails now, naming the
+ * file, rather than when the model is used. */
+static int check_tokenizer(const text_files *t, const moe_hparams *hp, const char *dir, moe_error *err) {
+    moe_tokenizer *tok = moe_tokenizer_from_hf(t->tokenizer, t->tokenizer_len, t->config, t->config_len, err);
+    if (!tok) return moe_fail_prefix(err, "%s/tokenizer.json: ", dir);
+    const int n = moe_tokenizer_n_vocab(tok);
+    moe_tokenizer_free(tok);
+    if (n > hp->n_vocab)
+        return moe_fail(err, "%s/tokenizer.json: %d tokens, more than the model's vocab_size %d", dir, n, hp->n_vocab);
+    return 0;
+}
+
 static void free_text_files(text_files *t) {
     free(t->tokenizer);
     free(t->config);
@@ -350,6 +363,7 @@ int main(int argc, char **argv) {
     int rc = !fam || st_open(&ck, dir, &err) || make_plan(&p, fam, &hp, &ck, dir, &rec, &err);
     text_files text = {0};
     if (!rc) rc = read_text_files(&text, dir, &err);
+    if (!rc && text.tokenizer) rc = check_tokenizer(&text, &hp, dir, &err);
     if (!rc) rc = write_model(&p, &ck, &hp, dir, out, &rec, &text, &err);
     free_text_files(&text);
     if (rc) fprintf(stderr, "moe-convert: %s\n", err.msg);
