@@ -10,11 +10,12 @@
  *
  * The stream decodes a short window of recent ids the same way, returns only
  * what can no longer change, and starts a new window once the text so far is
- * final: no half character pending, no byte-token run open, and (with
- * clean-up) the text ends in a character no clean-up rule can touch. The
- * decoder rules that look at the first token (Strip of a leading space,
- * Metaspace's first-token rule) apply only to the first window, so the
- * concatenated output equals decoding all ids at once.
+ * final: no half character pending, no byte-token run open. The decoder rules
+ * that look at the first token (Strip of a leading space, Metaspace's
+ * first-token rule) apply only to the first window; clean-up runs over the
+ * text as it comes, holding back only what follows the last character no
+ * clean-up rule can touch. So the concatenated output equals decoding all ids
+ * at once.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -121,7 +122,11 @@ int tok_decode_raw(const moe_tokenizer *t, const int32_t *ids, int n, const tok_
         }
         goto done;
     }
-    if (tok_matcher_init(&m)) { rc = moe_fail(err, "out of memory decoding"); goto done; }
+    for (int si = 0; si < sp->n_dec; si++)
+        if (sp->dec[si].type == TOK_DEC_REPLACE && !m.md && tok_matcher_init(&m)) {
+            rc = moe_fail(err, "out of memory decoding");
+            goto done;
+        }
     for (int si = 0; si < sp->n_dec && rc == 0; si++) {
         const tok_dec_step *st = &sp->dec[si];
         nxt.n = 0;
@@ -369,15 +374,25 @@ int moe_tokenizer_decode(const moe_tokenizer *t, const int32_t *ids, int n, int 
 
 /* ---- streaming ---- */
 
+/*
+ * Two layers. The first turns ids into raw text (the decoder chain without
+ * clean-up) by decoding a short window of ids, and starts a new window as
+ * soon as the raw text so far is final. The second applies clean-up to the
+ * raw text as it arrives: clean-up can only change text after the last
+ * barrier character, so that tail waits (a run of spaces or dots, typically
+ * a few bytes) and everything before it goes out. Both are linear in the
+ * length of the text.
+ */
 struct moe_detok_stream {
     const moe_tokenizer *t;
     int skip_special;
     tok_ids window;
     int at_start;
-    size_t emitted;   /* bytes of the window's final text already returned */
+    size_t emitted;   /* bytes of the window's raw text already passed on */
     tok_bytes text;   /* what the last call returned */
-    tok_bytes raw, clean;
-    int byte_fallback, never_commit;
+    tok_bytes raw;    /* the window's raw text */
+    tok_bytes tail;   /* clean-up: raw text after the last barrier, not yet returned */
+    int byte_fallback, whole_text;
 };
 
 moe_detok_stream *moe_detok_stream_new(const moe_tokenizer *t, int skip_special, moe_error *err) {
@@ -388,10 +403,10 @@ moe_detok_stream *moe_detok_stream_new(const moe_tokenizer *t, int skip_special,
     s->at_start = 1;
     for (int i = 0; i < t->s.n_dec; i++) {
         if (t->s.dec[i].type == TOK_DEC_BYTEFALLBACK) s->byte_fallback = 1;
-        if (t->s.dec[i].type == TOK_DEC_STRIP && t->s.dec[i].stop > 0) s->never_commit = 1;
+        /* a Strip of trailing text, or the end-of-word suffix rule, look at the end of the whole text */
+        if (t->s.dec[i].type == TOK_DEC_STRIP && t->s.dec[i].stop > 0) s->whole_text = 1;
     }
-    /* end_of_word_suffix replacement looks at the whole text */
-    if (t->s.end_of_word_suffix.n) s->never_commit = 1;
+    if (t->s.end_of_word_suffix.n) s->whole_text = 1;
     return s;
 }
 
@@ -400,6 +415,7 @@ void moe_detok_stream_reset(moe_detok_stream *s) {
     s->at_start = 1;
     s->emitted = 0;
     s->text.n = 0;
+    s->tail.n = 0;
 }
 
 void moe_detok_stream_free(moe_detok_stream *s) {
@@ -407,48 +423,62 @@ void moe_detok_stream_free(moe_detok_stream *s) {
     tok_ids_free(&s->window);
     tok_bytes_free(&s->text);
     tok_bytes_free(&s->raw);
-    tok_bytes_free(&s->clean);
+    tok_bytes_free(&s->tail);
     free(s);
 }
 
-/* Decodes the window; final text so far into s->clean; returns -1 on error. */
-static int stream_step(moe_detok_stream *s, int final, int *can_commit, moe_error *err) {
+/* Appends the clean-up layer's output for new raw text to s->text. */
+static void cleanup_layer(moe_detok_stream *s, const char *p, size_t n, int final) {
+    if (!s->t->s.clean_up_spaces) {
+        tok_bytes_put(&s->text, p, n);
+        return;
+    }
+    size_t old = s->tail.n;
+    tok_bytes_put(&s->tail, p, n);
+    size_t cut = 0; /* everything before cut goes out */
+    if (final) cut = s->tail.n;
+    else
+        for (size_t i = s->tail.n; i > old; i--)
+            if (tok_cleanup_barrier(s->tail.p[i - 1])) { cut = i; break; }
+    if (!cut) return;
+    tok_cleanup(s->tail.p, cut, &s->text);
+    memmove(s->tail.p, s->tail.p + cut, s->tail.n - cut);
+    s->tail.n -= cut;
+}
+
+static int stream_step(moe_detok_stream *s, int final, moe_error *err) {
     const moe_tokenizer *t = s->t;
     tok_decode_opts o = {.skip_special = s->skip_special, .stream_start = s->at_start, .final = final};
     tok_decode_info info;
     s->raw.n = 0;
-    s->clean.n = 0;
-    if (tok_decode_raw(t, s->window.v, s->window.n, &o, &s->raw, &info, err)) return -1;
-    size_t stable = s->raw.n;
-    if (t->s.clean_up_spaces && !final) {
-        while (stable > 0 && !tok_cleanup_barrier(s->raw.p[stable - 1])) stable--;
-    }
-    if (s->never_commit) {
-        /* a decoder that looks at the end of the whole text: never start a new
-         * window, and hold back trailing white space a final strip may remove */
-        tok_bytes part = {0};
-        tok_bytes_put(&part, s->raw.p, stable);
-        int rc = finish_text(t, s->skip_special, &part, &s->clean);
-        tok_bytes_free(&part);
-        if (rc) return moe_fail(err, "out of memory decoding");
-        if (!final)
-            while (s->clean.n > 0 && tok_js_space((uint8_t)s->clean.p[s->clean.n - 1])) s->clean.n--;
-        *can_commit = 0;
-        return 0;
-    }
-    if (t->s.clean_up_spaces) tok_cleanup(s->raw.p ? s->raw.p : "", stable, &s->clean);
-    else tok_bytes_put(&s->clean, s->raw.p, stable);
-    *can_commit = s->raw.n > 0 && stable == s->raw.n && info.pending == 0 && !(s->byte_fallback && info.last_is_byte);
-    return s->clean.oom ? moe_fail(err, "out of memory decoding") : 0;
-}
-
-static void stream_emit(moe_detok_stream *s) {
     s->text.n = 0;
-    if (s->clean.n > s->emitted) {
-        tok_bytes_put(&s->text, s->clean.p + s->emitted, s->clean.n - s->emitted);
-        s->emitted = s->clean.n;
+    if (tok_decode_raw(t, s->window.v, s->window.n, &o, &s->raw, &info, err)) return -1;
+    if (s->whole_text) {
+        /* the decoder looks at the end of the whole text: keep one window, and
+         * hold back trailing white space a final strip may remove */
+        tok_bytes full = {0};
+        if (finish_text(t, s->skip_special, &s->raw, &full)) { tok_bytes_free(&full); return moe_fail(err, "out of memory decoding"); }
+        size_t k = full.n;
+        if (!final) {
+            if (t->s.clean_up_spaces)
+                while (k > 0 && !tok_cleanup_barrier(full.p[k - 1])) k--;
+            while (k > 0 && tok_js_space((uint8_t)full.p[k - 1])) k--;
+        }
+        if (k > s->emitted) tok_bytes_put(&s->text, full.p + s->emitted, k - s->emitted);
+        if (k > s->emitted) s->emitted = k;
+        tok_bytes_free(&full);
+        return s->text.oom ? moe_fail(err, "out of memory decoding") : 0;
     }
-    if (!s->text.p) tok_bytes_put(&s->text, "", 0);
+    if (s->raw.n > s->emitted) cleanup_layer(s, s->raw.p + s->emitted, s->raw.n - s->emitted, final);
+    else if (final) cleanup_layer(s, "", 0, 1);
+    if (s->raw.n > s->emitted) s->emitted = s->raw.n;
+    /* the raw text so far is final: start a new window */
+    if (s->raw.n > 0 && info.pending == 0 && !(s->byte_fallback && info.last_is_byte)) {
+        s->window.n = 0;
+        s->emitted = 0;
+        s->at_start = 0;
+    }
+    return s->text.oom || s->tail.oom ? moe_fail(err, "out of memory decoding") : 0;
 }
 
 int moe_detok_stream_feed(moe_detok_stream *s, int32_t id, const char **text, size_t *len, moe_error *err) {
@@ -456,14 +486,8 @@ int moe_detok_stream_feed(moe_detok_stream *s, int32_t id, const char **text, si
     *len = 0;
     tok_ids_push(&s->window, id);
     if (s->window.oom) return moe_fail(err, "out of memory decoding");
-    int commit = 0;
-    if (stream_step(s, 0, &commit, err)) return -1;
-    stream_emit(s);
-    if (commit) {
-        s->window.n = 0;
-        s->emitted = 0;
-        s->at_start = 0;
-    }
+    if (stream_step(s, 0, err)) return -1;
+    tok_bytes_put(&s->text, "", 0);
     if (s->text.oom) return moe_fail(err, "out of memory decoding");
     *text = s->text.p;
     *len = s->text.n;
@@ -473,14 +497,14 @@ int moe_detok_stream_feed(moe_detok_stream *s, int32_t id, const char **text, si
 int moe_detok_stream_finish(moe_detok_stream *s, const char **text, size_t *len, moe_error *err) {
     *text = "";
     *len = 0;
-    int commit;
-    if (stream_step(s, 1, &commit, err)) return -1;
-    stream_emit(s);
+    if (stream_step(s, 1, err)) return -1;
+    tok_bytes_put(&s->text, "", 0);
     if (s->text.oom) return moe_fail(err, "out of memory decoding");
     *text = s->text.p;
     *len = s->text.n;
     s->window.n = 0;
     s->emitted = 0;
     s->at_start = 1;
+    s->tail.n = 0;
     return 0;
 }

@@ -76,7 +76,7 @@ static const wc_slot *wc_find(const enc_ctx *c, const char *w, size_t n, uint64_
 static void wc_insert(enc_ctx *c, const char *w, size_t n, uint64_t h, const int32_t *vals, int nv) {
     if (c->wc_n >= WC_MAX_ENTRIES || n == 0) return;
     if (!c->wc || 2 * (c->wc_n + 1) > c->wc_mask + 1) {
-        uint32_t cap = c->wc ? 2 * (c->wc_mask + 1) : 1024;
+        uint32_t cap = c->wc ? 2 * (c->wc_mask + 1) : 128;
         wc_slot *nw = calloc(cap, sizeof *nw);
         if (!nw) return;
         for (uint32_t i = 0; c->wc && i <= c->wc_mask; i++) {
@@ -295,7 +295,7 @@ static int pre_tokenize(enc_ctx *c, const char *s, size_t n, int section_index, 
     for (int i = 0; i < sp->n_pre; i++) {
         const tok_pre_step *st = &sp->pre[i];
         nxt.n = 0;
-        if (st->type != TOK_PRE_BYTELEVEL || st->add_prefix_space) materialize(c, &cur, mapped);
+        materialize(c, &cur, mapped); /* a step after ByteLevel sees the byte-level text */
         for (int k = 0; k < cur.n; k++) {
             const char *p = cur.v[k].p;
             size_t pn = cur.v[k].n;
@@ -315,7 +315,6 @@ static int pre_tokenize(enc_ctx *c, const char *s, size_t n, int section_index, 
                 break;
             }
             case TOK_PRE_BYTELEVEL: {
-                if (*mapped) { tok_spans_push(&nxt, p, pn); break; } /* already byte-level: map again below */
                 if (st->add_prefix_space && !(pn > 0 && p[0] == ' ')) {
                     char *q = tok_arena_alloc(&c->arena, pn + 1);
                     if (!q) { c->oom = 1; break; }
@@ -362,10 +361,7 @@ static int pre_tokenize(enc_ctx *c, const char *s, size_t n, int section_index, 
             }
             }
         }
-        if (st->type == TOK_PRE_BYTELEVEL) {
-            if (*mapped) materialize(c, &nxt, mapped); /* a second ByteLevel maps the mapped text */
-            *mapped = 1;
-        }
+        if (st->type == TOK_PRE_BYTELEVEL) *mapped = 1;
         tok_spans tmp = cur;
         cur = nxt;
         nxt = tmp;

@@ -237,10 +237,10 @@ struct moe_tokenizer {
     tok_regex *dec_re;            /* per decoder step */
 
     uint8_t *id_flags;            /* per id: TOK_ID_* */
-    int32_t tpl_n_before;         /* template ids before the sequence (for bookkeeping) */
+    int32_t n_vocab;              /* one past the largest id with a piece */
 };
 
-enum { TOK_ID_SPECIAL = 1, TOK_ID_SKIP = 2, TOK_ID_ADDED = 4, TOK_ID_BYTE = 8 };
+enum { TOK_ID_SPECIAL = 1, TOK_ID_SKIP = 2, TOK_ID_ADDED = 4 };
 
 /* tokenizer.c */
 int tok_build(moe_tokenizer *t, moe_error *err);

@@ -10,6 +10,7 @@
 #include <utf8proc.h>
 
 #include "text/tok_internal.h"
+#include "text/tok_unicode_data.h"
 
 /* ---- vectors ---- */
 
@@ -262,10 +263,36 @@ int tok_js_space(uint32_t cp) {
 
 /* ---- normalization ---- */
 
+/* Decompositions and compositions of the reference's Unicode that utf8proc lacks. */
+static const tok_udecomp *new_decomp(uint32_t cp) {
+    int lo = 0, hi = tok_unicode_n_decomps;
+    while (lo < hi) {
+        int mid = (lo + hi) / 2;
+        uint32_t c = tok_unicode_decomps[mid].cp;
+        if (c == cp) return &tok_unicode_decomps[mid];
+        if (c < cp) lo = mid + 1;
+        else hi = mid;
+    }
+    return NULL;
+}
+
+static uint32_t new_composite(uint32_t a, uint32_t b) {
+    for (int i = 0; i < tok_unicode_n_compositions; i++)
+        if (tok_unicode_compositions[i].a == a && tok_unicode_compositions[i].b == b) return tok_unicode_compositions[i].cp;
+    return 0;
+}
+
+static int new_second(uint32_t cp) {
+    for (int i = 0; i < tok_unicode_n_compositions; i++)
+        if (tok_unicode_compositions[i].b == cp) return 1;
+    return 0;
+}
+
 /* 1 if no normalization can change s: no combining marks, nothing that
  * decomposes (canonically, or at all for the K forms), no conjoining jamo,
  * and for NFD no precomposed Hangul. Second elements of compositions are all
- * marks or jamo, so such text has nothing to compose either. */
+ * marks or jamo (or in the table of new ones), so such text has nothing to
+ * compose either. */
 static int normal_already(int form, const char *s, size_t n) {
     int compat = form == TOK_NORM_NFKC || form == TOK_NORM_NFKD;
     for (size_t i = 0; i < n;) {
@@ -273,7 +300,7 @@ static int normal_already(int form, const char *s, size_t n) {
         if (b < 0x80) { i++; continue; }
         uint32_t cp;
         i += (size_t)tok_utf8_next(s + i, n - i, &cp);
-        if (cp < 0x300 && !compat) continue;
+        if (cp < 0x300 && form == TOK_NORM_NFC) continue; /* NFD decomposes é; the K forms fold ª, ², ... */
         if (cp >= 0x1100 && cp <= 0x11FF) return 0;
         if (form == TOK_NORM_NFD && cp >= 0xAC00 && cp <= 0xD7A3) return 0;
         if (compat && cp >= 0xAC00 && cp <= 0xD7A3) return 0;
@@ -283,8 +310,39 @@ static int normal_already(int form, const char *s, size_t n) {
             p->category == UTF8PROC_CATEGORY_ME)
             return 0;
         if (p->decomp_seqindex != UINT16_MAX && (compat || p->decomp_type == 0)) return 0;
+        if (new_decomp(cp) || new_second(cp)) return 0;
     }
     return 1;
+}
+
+/* Canonical composition (UAX #15) with the pairs utf8proc does not know, over
+ * text utf8proc has already normalized: C composes with the last starter S
+ * unless some character between them has combining class 0 or >= C's. */
+static void compose_new(tok_bytes *t) {
+    uint32_t *cps = malloc((t->n + 1) * sizeof *cps);
+    if (!cps) { t->oom = 1; return; }
+    size_t n = 0;
+    for (size_t i = 0; i < t->n;) i += (size_t)tok_utf8_next(t->p + i, t->n - i, &cps[n++]);
+    size_t w = 0;
+    long starter = -1;
+    int last_cc = -1; /* class of the last character kept after the starter; -1: none */
+    for (size_t i = 0; i < n; i++) {
+        uint32_t c = cps[i];
+        int cc = utf8proc_get_property((utf8proc_int32_t)c)->combining_class;
+        if (starter >= 0 && (last_cc < 0 || (last_cc != 0 && last_cc < cc))) {
+            uint32_t comp = new_composite(cps[starter], c);
+            if (comp) { cps[starter] = comp; continue; }
+        }
+        if (cc == 0) { starter = (long)w; last_cc = -1; }
+        else last_cc = cc;
+        cps[w++] = c;
+    }
+    t->n = 0;
+    for (size_t i = 0; i < w; i++) {
+        char u[4];
+        tok_bytes_put(t, u, (size_t)tok_utf8_encode(cps[i], u));
+    }
+    free(cps);
 }
 
 static int normalize_part(int form, const char *s, size_t n, tok_bytes *out) {
@@ -292,19 +350,41 @@ static int normalize_part(int form, const char *s, size_t n, tok_bytes *out) {
         tok_bytes_put(out, s, n);
         return 0;
     }
-    int opt = UTF8PROC_STABLE;
-    switch (form) {
-    case TOK_NORM_NFC: opt |= UTF8PROC_COMPOSE; break;
-    case TOK_NORM_NFD: opt |= UTF8PROC_DECOMPOSE; break;
-    case TOK_NORM_NFKC: opt |= UTF8PROC_COMPOSE | UTF8PROC_COMPAT; break;
-    default: opt |= UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT; break;
+    int compat = form == TOK_NORM_NFKC || form == TOK_NORM_NFKD, compose = form == TOK_NORM_NFC || form == TOK_NORM_NFKC;
+    /* the decompositions utf8proc lacks first (not for NFC: it keeps composites) */
+    tok_bytes pre = {0};
+    if (form != TOK_NORM_NFC) {
+        for (size_t i = 0; i < n;) {
+            uint32_t cp;
+            int l = tok_utf8_next(s + i, n - i, &cp);
+            const tok_udecomp *d = cp >= 0x80 ? new_decomp(cp) : NULL;
+            if (d) {
+                for (int k = 0; k < 8 && d->map[compat][k]; k++) {
+                    char u[4];
+                    tok_bytes_put(&pre, u, (size_t)tok_utf8_encode(d->map[compat][k], u));
+                }
+            } else {
+                tok_bytes_put(&pre, s + i, (size_t)l);
+            }
+            i += (size_t)l;
+        }
+        if (pre.oom) { tok_bytes_free(&pre); return -1; }
+        s = pre.p ? pre.p : "";
+        n = pre.n;
     }
+    int opt = UTF8PROC_STABLE | (compose ? UTF8PROC_COMPOSE : UTF8PROC_DECOMPOSE) | (compat ? UTF8PROC_COMPAT : 0);
     utf8proc_uint8_t *dst = NULL;
     utf8proc_ssize_t r = utf8proc_map((const utf8proc_uint8_t *)s, (utf8proc_ssize_t)n, &dst, (utf8proc_option_t)opt);
+    tok_bytes_free(&pre);
     if (r < 0) return -1;
-    tok_bytes_put(out, dst, (size_t)r);
+    tok_bytes res = {0};
+    tok_bytes_put(&res, dst, (size_t)r);
     free(dst);
-    return 0;
+    if (compose && tok_unicode_n_compositions) compose_new(&res);
+    tok_bytes_put(out, res.p, res.n);
+    int oom = res.oom;
+    tok_bytes_free(&res);
+    return oom ? -1 : 0;
 }
 
 /* Normalizes s part by part: ASCII characters other than letters and

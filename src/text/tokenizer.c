@@ -854,26 +854,31 @@ int tok_build(moe_tokenizer *t, moe_error *err) {
     }
     t->id_flags = calloc((size_t)(s->n_ids + 1), 1);
     if (!t->id_flags) return moe_fail(err, "out of memory building the tokenizer");
+    /* flags by string: added contents (ADDED, SKIP when special) and additional_special_tokens (SKIP) */
+    int nk = na + s->n_extra_special;
+    tok_str *keys = calloc((size_t)(nk + 1), sizeof *keys);
+    uint8_t *kf = calloc((size_t)(nk + 1), 1);
+    tok_strmap fm = {0};
+    if (!keys || !kf || strmap_init(&fm, (uint32_t)nk)) {
+        free(keys);
+        free(kf);
+        return moe_fail(err, "out of memory building the tokenizer");
+    }
+    for (int i = 0; i < nk; i++) {
+        keys[i] = i < na ? s->added[i].content : s->extra_special[i - na];
+        uint8_t f = i < na ? (uint8_t)(TOK_ID_ADDED | (s->added[i].special ? TOK_ID_SKIP : 0)) : TOK_ID_SKIP;
+        kf[strmap_insert(&fm, keys, (uint32_t)i)] |= f;
+    }
     for (int32_t id = 0; id < s->n_ids; id++) {
         int k = s->id_string[id];
         if (k < 0) continue;
-        const tok_str *p = &s->strings[k];
-        uint8_t f = 0;
-        for (int i = 0; i < na; i++) {
-            const tok_added *a = &s->added[i];
-            if (a->content.n == p->n && memcmp(a->content.p, p->p, p->n) == 0) {
-                f |= TOK_ID_ADDED;
-                if (a->special) f |= TOK_ID_SKIP;
-            }
-        }
-        for (int i = 0; i < s->n_extra_special; i++)
-            if (s->extra_special[i].n == p->n && memcmp(s->extra_special[i].p, p->p, p->n) == 0) f |= TOK_ID_SKIP;
-        if (p->n == 6 && memcmp(p->p, "<0x", 3) == 0 && p->p[5] == '>') {
-            int c = p->p[3];
-            if ((c >= '0' && c <= '9') || ((c | 32) >= 'a' && (c | 32) <= 'f')) f |= TOK_ID_BYTE;
-        }
-        t->id_flags[id] = f;
+        int f = tok_strmap_get(&fm, keys, s->strings[k].p, s->strings[k].n);
+        t->id_flags[id] = f >= 0 ? kf[f] : 0;
+        t->n_vocab = id + 1;
     }
+    strmap_free(&fm);
+    free(keys);
+    free(kf);
     for (int i = 0; i < na; i++) {
         const tok_added *a = &s->added[i];
         if (a->special && a->id < s->n_ids) t->id_flags[a->id] |= TOK_ID_SPECIAL;
@@ -913,12 +918,7 @@ void moe_tokenizer_free(moe_tokenizer *t) {
 
 /* ---- accessors ---- */
 
-int moe_tokenizer_n_vocab(const moe_tokenizer *t) {
-    int32_t n = 0;
-    for (int32_t i = 0; i < t->s.n_ids; i++)
-        if (t->s.id_string[i] >= 0) n = i + 1;
-    return n;
-}
+int moe_tokenizer_n_vocab(const moe_tokenizer *t) { return t->n_vocab; }
 
 const char *moe_tokenizer_piece(const moe_tokenizer *t, int32_t id, size_t *len) {
     if (id < 0 || id >= t->s.n_ids || t->s.id_string[id] < 0) return NULL;

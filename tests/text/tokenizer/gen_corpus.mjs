@@ -192,7 +192,7 @@ const SPECIAL = ['<|im_start|>', '<|im_end|>', '<|endoftext|>', '<|padding|>', '
   '<|start|>', '<|end|>', '<|message|>', '<|channel|>', '<|return|>', '<|call|>', '<|constrain|>', '<|startoftext|>',
   '<|reserved_200000|>', '<think>', '</think>', '<tool_call>', '</tool_call>', '<|fim_prefix|>', '<|fim_middle|>',
   '<|fim_suffix|>', '<|object_ref_start|>', '<|vision_pad|>', '|||IP_ADDRESS|||', '|||EMAIL_ADDRESS|||', '|||PHONE_NUMBER|||',
-  '<tool▁call▁begin>', '<｜tool▁calls▁begin｜>', '<｜fim▁hole｜>'];
+  '<tool▁call▁begin>', '<｜tool▁calls▁begin｜>', '<｜fim▁hole｜>', '<extra>', '[[sep]]', '\ufb01x', 'fix'];
 const LOOKALIKE = ['<|im_sta', '<|im_start', 'im_start|>', '< s>', '<s >', '<<s>>', '<S>', '<|IM_START|>', '[INST', 'INST]', '[ INST ]',
   '<|endoftext', '<|end of text|>', '<｜begin of sentence｜>', '<|begin▁of▁sentence|>', '<｜User', '｜>', '<|', '|>', '<>', '</', '<|start', 'start|>'];
 for (let i = 0; i < 240; i++) {
@@ -234,6 +234,13 @@ for (let i = 0; i < 120; i++) {
   const n = 1 + ri(6);
   for (let k = 0; k < n; k++) s += (chance(0.5) ? pick(NORM) : pick(LANGS[pick(['en', 'fr', 'de', 'ko', 'ja', 'hi', 'vi'])].words)) + (chance(0.4) ? ' ' : '');
   add('normalization', s);
+}
+
+// characters whose (de)compositions are newer than utf8proc's tables (Unicode 16/17), decomposed and not
+for (const s of ['\u{16D67}\u{16D67}', '\u{16D63}\u{16D67}\u{16D67}', 'x\u{16D6A}y', '\u{105D2}\u{0307}', '\u{105D2}\u{0323}\u{0307}',
+  '\u{105D2}\u{0307}\u{0323}', '\u{1611E}\u{1611E}\u{1611F}', '\u{11382}\u{113C9} \u{113C2}\u{113C2}', '\u{A7F1}\u{A7F2}\u{1DF2}',
+  'a\u{16D67}\u{16D67}b \u{16D68}\u{16D67}']) {
+  add('normalization-new', s);
 }
 
 // ---- random code points ----

@@ -1,10 +1,11 @@
 // tokenizer_golden.mjs — the reference outputs for tests/text/test_tokenizer.c.
 // For each tokenizer of tokenizers.json (real tokenizer.json files, checked
-// against their sha256) it loads @huggingface/transformers' AutoTokenizer from
+// against their sha256, and variants of them that exercise settings the real
+// files do not use: see "patch" there) it loads @huggingface/transformers' AutoTokenizer from
 // local files only and writes golden/<name>.jsonl.gz: one line per corpus.jsonl
 // string, in order:
 //   {"ids": [...]}            encode(s, {add_special_tokens: false})
-//   "pre": [...]              encode(s) with add_special_tokens: true is pre + ids (BOS), or
+//   "pre": [...], "post": [...] encode(s) with add_special_tokens: true is pre + ids + post, or
 //   "sp": [...]               encode(s) with add_special_tokens: true, when it is not ids nor pre + ids
 //   "rt": true|false          decode(encode(s)) === s
 //   "dec": base64             decode(ids), when it is not the corpus bytes themselves
@@ -47,9 +48,15 @@ for (const t of list) {
   // a local "model" folder holding just the two files; no config: an empty object, as the reference requires one
   const dir = path.join(tmp, t.name);
   fs.mkdirSync(dir, { recursive: true });
-  fs.copyFileSync(path.join(here, t.tokenizer), path.join(dir, 'tokenizer.json'));
-  if (t.config) fs.copyFileSync(path.join(here, t.config), path.join(dir, 'tokenizer_config.json'));
-  else fs.writeFileSync(path.join(dir, 'tokenizer_config.json'), '{}');
+  // variants: top-level keys of "patch" replace those of tokenizer.json, "added_tokens_extra"
+  // are appended to added_tokens, keys of "config_patch" replace those of the config
+  const json = JSON.parse(fs.readFileSync(path.join(here, t.tokenizer), 'utf8'));
+  Object.assign(json, t.patch ?? {});
+  json.added_tokens = [...json.added_tokens, ...(t.added_tokens_extra ?? [])];
+  const config = t.config ? JSON.parse(fs.readFileSync(path.join(here, t.config), 'utf8')) : {};
+  Object.assign(config, t.config_patch ?? {});
+  fs.writeFileSync(path.join(dir, 'tokenizer.json'), JSON.stringify(json));
+  fs.writeFileSync(path.join(dir, 'tokenizer_config.json'), JSON.stringify(config));
   const tok = await AutoTokenizer.from_pretrained(t.name, { local_files_only: true });
   const lines = [];
   const t0 = Date.now();
@@ -62,11 +69,17 @@ for (const t of list) {
     const dsk = ids.length ? tok.decode(ids, { skip_special_tokens: true }) : '';
     const o = { ids };
     if (JSON.stringify(sp) !== JSON.stringify(ids)) {
-      // with special tokens = pre + ids + post, usually (BOS); else the whole list
-      const k = sp.length - ids.length;
-      const pre = sp.slice(0, Math.max(k, 0));
-      if (k >= 0 && JSON.stringify(sp.slice(k)) === JSON.stringify(ids)) o.pre = pre;
-      else o.sp = sp;
+      // with special tokens = pre + ids + post (BOS, EOS, CLS/SEP), usually; else the whole list
+      // (the longest such prefix: an empty text with BOS gives pre [BOS], not post [BOS])
+      const want = JSON.stringify(ids);
+      let k = sp.length - ids.length;
+      while (k >= 0 && JSON.stringify(sp.slice(k, k + ids.length)) !== want) k--;
+      if (k >= 0) {
+        if (k) o.pre = sp.slice(0, k);
+        if (k + ids.length < sp.length) o.post = sp.slice(k + ids.length);
+      } else {
+        o.sp = sp;
+      }
     }
     o.rt = dec === s;
     if (o.rt) rt++;

@@ -1,15 +1,20 @@
 /*
- * unicode_additions.c — writes src/text/tok_unicode_data.c: the code points
- * whose general category (or Alphabetic property) in the reference's Unicode
- * (a dump by unicode_dump.mjs) is one that PCRE2's tables do not give them,
- * so that the tokenizer's regex translation can add them to \p{..}.
- * Only additions are recorded; a code point the newer Unicode moved out of a
- * category (U+0295 left Ll for Lo) keeps PCRE2's answer for the old one.
+ * unicode_additions.c — writes src/text/tok_unicode_data.c from a dump of the
+ * reference's Unicode (unicode_dump.mjs):
+ *   - the code points whose general category (or Alphabetic property) is one
+ *     that PCRE2's tables do not give them, so that the tokenizer's regex
+ *     translation can add them to \p{..}. Only additions are recorded; a
+ *     code point the newer Unicode moved out of a category (U+0295 left Ll
+ *     for Lo) keeps PCRE2's answer for the old one;
+ *   - the decompositions (NFD, NFKD) utf8proc does not know, and the
+ *     compositions (NFC) it does not make, so that the normalizers can apply
+ *     them around utf8proc.
  *
- *   cc unicode_additions.c $(pkg-config --cflags --libs libpcre2-8) && ./a.out dump.txt > tok_unicode_data.c
+ *   cc unicode_additions.c $(pkg-config --cflags --libs libpcre2-8 libutf8proc) && ./a.out dump.txt > tok_unicode_data.c
  */
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
+#include <utf8proc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,9 +45,13 @@ int main(int argc, char **argv) {
     FILE *f = fopen(argv[1], "r");
     if (!f) { perror(argv[1]); return 1; }
     static unsigned char gc[0x110000], al[0x110000];
+    static char norm[40000][160], pairs[40000][64];
+    int n_norm = 0, n_pairs = 0;
     char line[256], header[256] = "";
     while (fgets(line, sizeof line, f)) {
         if (line[0] == '#') { snprintf(header, sizeof header, "%s", line + 2); header[strcspn(header, "\n")] = 0; continue; }
+        if (line[0] == 'N' && n_norm < 40000) { line[strcspn(line, "\n")] = 0; snprintf(norm[n_norm++], 160, "%s", line + 2); continue; }
+        if (line[0] == 'P' && n_pairs < 40000) { line[strcspn(line, "\n")] = 0; snprintf(pairs[n_pairs++], 64, "%s", line + 2); continue; }
         unsigned lo, hi, a;
         char g[8];
         if (sscanf(line, "%x %x %7s %u", &lo, &hi, g, &a) != 4) continue;
@@ -87,6 +96,67 @@ int main(int argc, char **argv) {
         }
         if (any && start < 0) { start = c; pg = g; pn = need_gc; pa = need_a; }
     }
+    if (!n) printf("    {0, 0, 0, 0, 0}, /* none: C needs one element */\n");
     printf("};\n\nconst int tok_unicode_n_additions = %d;\n", n);
+
+    /* decompositions utf8proc lacks: code point, then its NFD and NFKD as lists */
+    printf("\n/* Decompositions that utf8proc %s (Unicode %s) does not make: cp, NFD, NFKD. */\n",
+           utf8proc_version(), utf8proc_unicode_version());
+    printf("const tok_udecomp tok_unicode_decomps[] = {\n");
+    int nd = 0;
+    for (int i = 0; i < n_norm; i++) {
+        unsigned cp;
+        char d[80], kd[80];
+        if (sscanf(norm[i], "%x %79s %79s", &cp, d, kd) != 3) continue;
+        int diff = 0;
+        const char *lists[2] = {d, kd};
+        int opts[2] = {UTF8PROC_STABLE | UTF8PROC_DECOMPOSE, UTF8PROC_STABLE | UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT};
+        unsigned vals[2][8];
+        int nv[2] = {0, 0};
+        for (int k = 0; k < 2; k++) {
+            const char *p = lists[k];
+            while (*p && nv[k] < 8) { vals[k][nv[k]++] = (unsigned)strtoul(p, (char **)&p, 16); if (*p == ',') p++; }
+            utf8proc_uint8_t in[8], *o;
+            utf8proc_ssize_t l = utf8proc_encode_char((utf8proc_int32_t)cp, in);
+            utf8proc_ssize_t r = utf8proc_map(in, l, &o, (utf8proc_option_t)opts[k]);
+            utf8proc_int32_t got[16];
+            int ng = 0;
+            for (utf8proc_ssize_t q = 0; q < r && ng < 16;) q += utf8proc_iterate(o + q, r - q, &got[ng++]);
+            free(o);
+            if (ng != nv[k]) diff = 1;
+            for (int m = 0; m < ng && !diff; m++) diff = (unsigned)got[m] != vals[k][m];
+        }
+        if (!diff) continue;
+        printf("    {0x%X, {", cp);
+        for (int k = 0; k < 2; k++) {
+            printf("%s{", k ? ", " : "");
+            for (int m = 0; m < 8; m++) printf("%s0x%X", m ? ", " : "", m < nv[k] ? vals[k][m] : 0);
+            printf("}");
+        }
+        printf("}},\n");
+        nd++;
+    }
+    if (!nd) printf("    {0, {{0}, {0}}}, /* none: C needs one element */\n");
+    printf("};\n\nconst int tok_unicode_n_decomps = %d;\n", nd);
+
+    /* compositions utf8proc lacks */
+    printf("\n/* Primary composites utf8proc does not compose: a b -> cp. */\n");
+    printf("const tok_ucompose tok_unicode_compositions[] = {\n");
+    int nc = 0;
+    for (int i = 0; i < n_pairs; i++) {
+        unsigned cp, a, b;
+        if (sscanf(pairs[i], "%x %x %x", &cp, &a, &b) != 3) continue;
+        utf8proc_uint8_t in[16], *o;
+        utf8proc_ssize_t l = utf8proc_encode_char((utf8proc_int32_t)a, in);
+        l += utf8proc_encode_char((utf8proc_int32_t)b, in + l);
+        utf8proc_ssize_t r = utf8proc_map(in, l, &o, (utf8proc_option_t)(UTF8PROC_STABLE | UTF8PROC_COMPOSE));
+        utf8proc_int32_t got = -1;
+        if (r > 0 && utf8proc_iterate(o, r, &got) == r && (unsigned)got == cp) { free(o); continue; }
+        free(o);
+        printf("    {0x%X, 0x%X, 0x%X},\n", a, b, cp);
+        nc++;
+    }
+    if (!nc) printf("    {0, 0, 0}, /* none: C needs one element */\n");
+    printf("};\n\nconst int tok_unicode_n_compositions = %d;\n", nc);
     return 0;
 }
