@@ -166,7 +166,13 @@ int moe_eval(moe_ctx *c, const int32_t *tokens, int n, float *logits, moe_error 
 /* The logits of the last evaluated token (n_vocab floats). */
 const float *moe_ctx_logits(const moe_ctx *c);
 int32_t moe_ctx_pos(const moe_ctx *c);
+int32_t moe_ctx_n_ctx(const moe_ctx *c);
 void moe_ctx_reset(moe_ctx *c);
+/* Forgets every position from n on (0 <= n <= pos), so the next moe_eval
+ * continues at position n: a conversation that shares a prefix with what the
+ * cache holds re-evaluates only the rest. The last logits are stale until
+ * the next moe_eval. */
+void moe_ctx_truncate(moe_ctx *c, int32_t n);
 
 /* ---- text ---- */
 
@@ -185,12 +191,18 @@ void moe_tokenizer_free(moe_tokenizer *t);
  * apply_chat_template does: messages_json is a JSON list of {role, content}
  * (other message fields pass through to the template); bos_token and
  * eos_token come from the checkpoint's tokenizer_config.json.
- * enable_thinking: -1 leaves it undefined, 0/1 set it (Qwen3). now_unix is
- * the clock templates read through strftime_now. *out is the caller's to
- * free. Fails with a message when the model has no template, the JSON is
- * malformed, or the template raises an exception. */
-int moe_chat_render(const moe_model *m, const char *messages_json, size_t len, int add_generation_prompt,
-                    int enable_thinking, long long now_unix, char **out, size_t *out_len, moe_error *err);
+ * chat_template: Jinja source to use instead of the model's (NULL: the
+ * model's). enable_thinking: -1 leaves it undefined, 0/1 set it (Qwen3).
+ * now_unix is the clock templates read through strftime_now. *out is the
+ * caller's to free. Fails with a message when there is no template, the JSON
+ * is malformed, or the template raises an exception. */
+int moe_chat_render(const moe_model *m, const char *chat_template, const char *messages_json, size_t len,
+                    int add_generation_prompt, int enable_thinking, long long now_unix, char **out, size_t *out_len,
+                    moe_error *err);
+
+/* The Jinja source of a built-in template ("chatml", "mistral"), for a model
+ * whose own template is missing or cannot be rendered; NULL for other names. */
+const char *moe_chat_template_builtin(const char *name);
 
 /* ---- sampling ---- */
 

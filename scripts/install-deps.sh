@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(
   gcc pkg-config meson ninja-build
-  libopenblas-dev libxxhash-dev libcjson-dev libpcre2-dev libutf8proc-dev
+  libopenblas-dev libxxhash-dev libcjson-dev libpcre2-dev libutf8proc-dev libedit-dev tmux
   python3 python3-numpy
   gcc-aarch64-linux-gnu qemu-user
   nodejs

@@ -183,7 +183,11 @@ int moe_ctx_cache_stats(const moe_ctx *c, moe_cache_stats *out) {
 
 const float *moe_ctx_logits(const moe_ctx *c) { return c->logits; }
 int32_t moe_ctx_pos(const moe_ctx *c) { return c->pos; }
+int32_t moe_ctx_n_ctx(const moe_ctx *c) { return c->n_ctx; }
 void moe_ctx_reset(moe_ctx *c) { c->pos = 0; }
+void moe_ctx_truncate(moe_ctx *c, int32_t n) {
+    if (n >= 0 && n < c->pos) c->pos = n;
+}
 const char *moe_ctx_isa(const moe_ctx *c) { return c->kern->isa; }
 
 /* Sets the activation's row count and quantizes it if any weight needs it. */

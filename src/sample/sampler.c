@@ -115,6 +115,28 @@ static int by_logit_desc(const void *a, const void *b) {
     return (x->id > y->id) - (x->id < y->id);
 }
 
+/* Moves the k best candidates (in by_logit_desc order) to the front, in any
+ * order: quickselect, so a 150k vocabulary is not sorted for top-k 40. */
+static void select_best(candidate *c, int n, int k) {
+    int lo = 0, hi = n - 1;
+    while (lo < hi) {
+        const candidate pivot = c[lo + (hi - lo) / 2];
+        int i = lo, j = hi;
+        while (i <= j) {
+            while (by_logit_desc(&c[i], &pivot) < 0) i++;
+            while (by_logit_desc(&c[j], &pivot) > 0) j--;
+            if (i <= j) {
+                const candidate t = c[i];
+                c[i++] = c[j];
+                c[j--] = t;
+            }
+        }
+        if (k - 1 <= j) hi = j;
+        else if (k - 1 >= i) lo = i;
+        else break;
+    }
+}
+
 /* Penalized logit of token i. */
 static float penalized(const moe_sampler *s, int32_t i, float l) {
     const int c = s->counts[i];
@@ -137,8 +159,11 @@ int32_t moe_sampler_sample(moe_sampler *s, const float *logits) {
         const float l = penalized(s, i, logits[i]);
         if (l >= max - NEGLIGIBLE_LOGIT * fmaxf(1.0f, s->p.temp)) s->cand[n++] = (candidate){i, l, 0};
     }
+    if (s->p.top_k > 0 && s->p.top_k < n) {
+        select_best(s->cand, n, s->p.top_k);
+        n = s->p.top_k;
+    }
     qsort(s->cand, (size_t)n, sizeof *s->cand, by_logit_desc);
-    if (s->p.top_k > 0 && s->p.top_k < n) n = s->p.top_k;
 
     /* probabilities at temperature 1 decide top-p and min-p, as llama.cpp */
     double sum = 0;

@@ -20,12 +20,36 @@ static cJSON *token_string(const cJSON *config, const char *key) {
     return cJSON_IsString(v) ? cJSON_CreateString(v->valuestring) : NULL;
 }
 
-int moe_chat_render(const moe_model *m, const char *messages_json, size_t len, int add_generation_prompt,
-                    int enable_thinking, long long now_unix, char **out, size_t *out_len, moe_error *err) {
-    size_t tlen = 0, clen = 0;
-    const uint8_t *tsrc = moef_meta_bytes(&m->file, "tokenizer.chat_template", &tlen);
+/* Plain ChatML (Qwen's framing without tools) and Mistral's [INST] framing. */
+static const char CHATML[] =
+    "{%- for message in messages %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}";
+static const char MISTRAL[] =
+    "{{- bos_token }}"
+    "{%- for message in messages %}"
+    "{%- if message['role'] == 'user' %}{{- '[INST] ' + message['content'] + ' [/INST]' }}"
+    "{%- elif message['role'] == 'system' %}{{- '[INST] ' + message['content'] + ' [/INST]' }}"
+    "{%- else %}{{- message['content'] + eos_token }}{%- endif %}"
+    "{%- endfor %}";
+
+const char *moe_chat_template_builtin(const char *name) {
+    if (!strcmp(name, "chatml")) return CHATML;
+    if (!strcmp(name, "mistral")) return MISTRAL;
+    return NULL;
+}
+
+int moe_chat_render(const moe_model *m, const char *chat_template, const char *messages_json, size_t len,
+                    int add_generation_prompt, int enable_thinking, long long now_unix, char **out, size_t *out_len,
+                    moe_error *err) {
+    size_t tlen = chat_template ? strlen(chat_template) : 0, clen = 0;
+    const uint8_t *tsrc = chat_template ? (const uint8_t *)chat_template
+                                        : moef_meta_bytes(&m->file, "tokenizer.chat_template", &tlen);
     const uint8_t *csrc = moef_meta_bytes(&m->file, "tokenizer.hf_config", &clen);
-    if (!tsrc) return moe_fail(err, "%s: the model has no chat template", m->file.path);
+    if (!tsrc)
+        return moe_fail(err, "%s: the model has no chat template (--chat-template chatml|mistral|FILE gives one)",
+                        m->file.path);
     cJSON *messages = cJSON_ParseWithLength(messages_json, len);
     if (!cJSON_IsArray(messages)) {
         cJSON_Delete(messages);

@@ -1,0 +1,48 @@
+/* cli.h — what the moe-cli subcommands share: the parsed options and the
+ * few helpers that open a model the same way for every command. */
+#ifndef MOE_CLI_H
+#define MOE_CLI_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "moe.h"
+
+typedef struct cli_opts {
+    const char *model, *tokens, *logits_out, *messages, *prompt, *system, *chat_template, *file;
+    const char *stops[8]; /* --stop STR, repeatable */
+    int n_stops;
+    const char *text;     /* tokenize: the positional TEXT */
+    int add_generation_prompt, thinking; /* thinking: -1 unset */
+    int pieces, no_special, jsonl, skip_special, verify, ignore_eos, interactive;
+    long long now;        /* render/chat: the template's clock; -1: now */
+    int n_predict;        /* run: default 16 tokens; chat: -1, until end of turn */
+    int n_threads, n_ctx;
+    const char *expert_cache; /* --expert-cache SIZE, or NULL */
+    moe_sampler_params sampling;
+} cli_opts;
+
+int cmd_info(const cli_opts *o);
+int cmd_tokenize(const cli_opts *o);
+int cmd_detokenize(const cli_opts *o);
+int cmd_render(const cli_opts *o);
+int cmd_run(const cli_opts *o);
+int cmd_chat(const cli_opts *o);
+int cmd_perplexity(const cli_opts *o);
+
+/* "1,2,3" into a fresh array; prints why and returns -1 on bad input. */
+int cli_parse_tokens(const char *s, int32_t **out, int *n);
+
+/* A context for m with the options -c (n_ctx, or fallback when 0), -t,
+ * --expert-cache and MOE_ISA. */
+moe_ctx *cli_ctx_new(const moe_model *m, const cli_opts *o, int n_ctx_fallback, moe_error *err);
+
+/* One line of expert-cache counters, when the context has a cache. */
+void cli_print_cache_stats(const moe_ctx *c, FILE *f);
+
+/* --chat-template NAME|FILE: *out gets the Jinja source of a built-in
+ * template or of the file (the caller frees it), or NULL when the option was
+ * not given (the model's own template). */
+int cli_chat_template(const cli_opts *o, char **out, moe_error *err);
+
+#endif
