@@ -21,7 +21,6 @@ about the machinery:
 Ends with "N passed, M failed".
 """
 
-import argparse
 import json
 import os
 import re
@@ -32,46 +31,24 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-import gen_checkpoint  # noqa: E402
+from common import MODEL_META, Tally, checkpoint_with_tokenizer, e2e_args, run  # noqa: E402
 
-SOURCE = os.path.join(HERE, "..", "..", "shared", "model-meta", "mistralai--Mixtral-8x7B-Instruct-v0.1")
-
-
-def run(cmd, expect_ok=True, stdin=None):
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, input=stdin)
-    if expect_ok and p.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} exited {p.returncode}: {p.stderr.strip()}")
-    return p
+MIXTRAL = os.path.join(MODEL_META, "mistralai--Mixtral-8x7B-Instruct-v0.1")
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--convert", required=True)
-    ap.add_argument("--cli", required=True)
-    ap.add_argument("--workdir", required=True)
-    args = ap.parse_args()
-    os.makedirs(args.workdir, exist_ok=True)
+    args = e2e_args()
     hf = os.path.join(args.workdir, "mixtral-32k")
-    shutil.rmtree(hf, ignore_errors=True)
-    make_config = gen_checkpoint.make_config
-    gen_checkpoint.make_config = lambda f, d: dict(make_config(f, d), vocab_size=32000)
-    gen_checkpoint.write_checkpoint(hf, "mixtral", "f32", 1, 7)
-    bare = os.path.join(args.workdir, "bare.moe")
-    run([args.convert, hf, "-o", bare])  # no tokenizer files yet
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(os.path.join(SOURCE, name), hf)
+    checkpoint_with_tokenizer(hf, "mixtral", 32000, MIXTRAL, 7)
     model = hf + ".moe"
     run([args.convert, hf, "-o", model])
+    bare_hf = os.path.join(args.workdir, "bare")
+    checkpoint_with_tokenizer(bare_hf, "mixtral", 32000, args.workdir, 7)  # no tokenizer files there
+    bare = bare_hf + ".moe"
+    run([args.convert, bare_hf, "-o", bare])
     cli = args.cli
-    passed = failed = 0
-
-    def check(cond, what):
-        nonlocal passed, failed
-        if cond:
-            passed += 1
-        else:
-            failed += 1
-            print("FAIL:", what)
+    tally = Tally()
+    check = tally.check
 
     def tokenize(text, special=False):
         out = run([cli, "tokenize", "-m", model, text] + ([] if special else ["--no-special"])).stdout
@@ -148,14 +125,10 @@ def main():
     check(len(ok.stdout.split("\n")) == 2, "--chat-template chatml works")
 
     # ---- on a terminal
-    if shutil.which("tmux") is None:
-        print("FAIL: tmux is not installed (scripts/install-deps.sh installs it)")
-        failed += 1
-    else:
+    if check(shutil.which("tmux"), "tmux is not installed (scripts/install-deps.sh installs it)"):
         ok, why = tmux_session(cli, model, args.workdir)
         check(ok, f"tmux: {why}")
-    print(f"{passed} passed, {failed} failed")
-    return 1 if failed else 0
+    return tally.finish()
 
 
 def tmux_session(cli, model, workdir):

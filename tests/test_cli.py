@@ -14,28 +14,16 @@
 Ends with "N passed, M failed".
 """
 
-import argparse
 import os
-import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def run(cmd, expect_ok=True):
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    if expect_ok and p.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} exited {p.returncode}: {p.stderr.strip()}")
-    return p
+sys.path.insert(0, HERE)
+from common import e2e_args, run  # noqa: E402
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--convert", required=True)
-    ap.add_argument("--cli", required=True)
-    ap.add_argument("--workdir", required=True)
-    args = ap.parse_args()
-    os.makedirs(args.workdir, exist_ok=True)
+    args = e2e_args()
     hf = os.path.join(args.workdir, "olmoe")
     run([sys.executable, os.path.join(HERE, "gen_checkpoint.py"), "--family", "olmoe", "--dtype", "f32", "-o", hf])
     model = hf + ".moe"

@@ -18,7 +18,6 @@ against regressions only. A better 4-bit format is the open work.
 Prints one line per case and ends with "N passed, M failed".
 """
 
-import argparse
 import os
 import subprocess
 import sys
@@ -28,6 +27,7 @@ import numpy as np
 sys.dont_write_bytecode = True
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+from common import e2e_args  # noqa: E402
 import gen_checkpoint  # noqa: E402
 from test_families import SEEDS  # noqa: E402  -- the families' own test models
 
@@ -61,12 +61,7 @@ def metrics(ref, got):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--convert", required=True)
-    ap.add_argument("--cli", required=True)
-    ap.add_argument("--workdir", required=True)
-    args = ap.parse_args()
-    os.makedirs(args.workdir, exist_ok=True)
+    args = e2e_args()
     passed = failed = 0
     for family in FAMILIES:
         hf = os.path.join(args.workdir, family)

@@ -17,7 +17,6 @@ from npm are skipped (their files are fetched by the template unit test).
 Ends with "N passed, M failed".
 """
 
-import argparse
 import glob
 import json
 import os
@@ -26,6 +25,8 @@ import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from common import e2e_args  # noqa: E402
 TEMPLATES = os.path.join(HERE, "text", "templates")
 
 
@@ -53,12 +54,7 @@ def checkpoint_for(golden, workdir, args):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--convert", required=True)
-    ap.add_argument("--cli", required=True)
-    ap.add_argument("--workdir", required=True)
-    args = ap.parse_args()
-    os.makedirs(args.workdir, exist_ok=True)
+    args = e2e_args()
     env = dict(os.environ, TZ="UTC")  # strftime_now reads local time; the goldens were made in UTC
     passed = failed = 0
     for path in sorted(glob.glob(os.path.join(TEMPLATES, "golden", "*.json"))):

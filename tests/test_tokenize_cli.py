@@ -13,7 +13,6 @@ string back where the reference round-trips. A tokenizer larger than the
 model's vocabulary must be refused by moe-convert. Ends with "N passed, M failed".
 """
 
-import argparse
 import base64
 import gzip
 import json
@@ -24,27 +23,18 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+from common import MODEL_META, checkpoint_with_tokenizer, e2e_args  # noqa: E402
 import gen_checkpoint  # noqa: E402
 
 # Mixtral's real tokenizer files: shared/model-meta beside the checkout.
-SOURCE = os.path.join(HERE, "..", "..", "shared", "model-meta", "mistralai--Mixtral-8x7B-Instruct-v0.1")
+SOURCE = os.path.join(MODEL_META, "mistralai--Mixtral-8x7B-Instruct-v0.1")
 N_STRINGS = 300
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--convert", required=True)
-    ap.add_argument("--cli", required=True)
-    ap.add_argument("--workdir", required=True)
-    args = ap.parse_args()
-    os.makedirs(args.workdir, exist_ok=True)
+    args = e2e_args()
     hf = os.path.join(args.workdir, "mixtral-32k")
-    shutil.rmtree(hf, ignore_errors=True)
-    make_config = gen_checkpoint.make_config
-    gen_checkpoint.make_config = lambda f, d: dict(make_config(f, d), vocab_size=32000)
-    gen_checkpoint.write_checkpoint(hf, "mixtral", "f32", 1, 3)
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(os.path.join(SOURCE, name), hf)
+    checkpoint_with_tokenizer(hf, "mixtral", 32000, SOURCE, 3)
     model = hf + ".moe"
     subprocess.run([args.convert, hf, "-o", model], check=True, capture_output=True)
 
@@ -77,7 +67,6 @@ def main():
     checks.append((f"detokenize round trip on {trips} strings", trips >= 30))
     small = os.path.join(args.workdir, "mixtral-256")
     shutil.rmtree(small, ignore_errors=True)
-    gen_checkpoint.make_config = make_config
     gen_checkpoint.write_checkpoint(small, "mixtral", "f32", 1, 3)
     shutil.copy(os.path.join(SOURCE, "tokenizer.json"), small)
     p = subprocess.run([args.convert, small, "-o", small + ".moe"], capture_output=True, text=True)
