@@ -150,6 +150,14 @@ typedef struct moe_cache_stats {
 /* 0 and the counters, or -1 when the context has no expert cache. */
 int moe_ctx_cache_stats(const moe_ctx *c, moe_cache_stats *out);
 
+/* Called for every token of every MoE layer with the experts the router
+ * chose and their weights (k of each), in the order the forward pass routes
+ * them; pos is the token's position in the context. For routing traces
+ * (moe-cli --trace-experts) and statistics; NULL turns it off. */
+typedef void (*moe_route_fn)(void *user, int32_t pos, int32_t layer, int32_t k, const int32_t *experts,
+                             const float *weights);
+void moe_ctx_on_route(moe_ctx *c, moe_route_fn fn, void *user);
+
 /* The instruction set the context's kernels use. */
 const char *moe_ctx_isa(const moe_ctx *c);
 

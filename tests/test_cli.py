@@ -20,6 +20,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from common import e2e_args, run  # noqa: E402
+import gen_checkpoint  # noqa: E402
 
 
 def main():
@@ -36,6 +37,16 @@ def main():
     checks = []
     greedy = ids()
     checks.append(("greedy by default, reproducible", greedy == ids() and greedy == ids("--temp", "0")))
+    trace = os.path.join(args.workdir, "trace.tsv")
+    checks.append(("--trace-experts does not change the output", ids("--trace-experts", trace) == greedy))
+    rows = [line.split("\t") for line in open(trace) if not line.startswith("#")]
+    cfg = gen_checkpoint.make_config("olmoe", "f32")
+    k, n_exp = cfg["num_experts_per_tok"], cfg["num_experts"]
+    positions = {(int(r[0]), int(r[1])) for r in rows}
+    good = all(len(set(map(int, r[2].split(",")))) == k and all(0 <= int(e) < n_exp for e in r[2].split(","))
+               and len(r[3].split(",")) == k for r in rows)
+    checks.append(("--trace-experts: one row per position and layer with k distinct experts",
+                   good and len(rows) == len(positions) == (5 + 24) * cfg["num_hidden_layers"]))
     hot = ["--temp", "1.5", "--top-k", "0", "--top-p", "1", "--min-p", "0"]
     a, b, c = ids(*hot, "--seed", "1"), ids(*hot, "--seed", "1"), ids(*hot, "--seed", "2")
     checks.append(("same seed, same ids", a == b))

@@ -56,6 +56,8 @@ struct moe_ctx {
     moe_act act_xn, act_att, act_h, act_hs;
     moe_act *act_h_expert;      /* n_experts views into act_h */
     const moe_weight **expert_w; /* n_experts: weights acquired for the current layer */
+    moe_route_fn on_route;      /* optional observer of every routing decision */
+    void *on_route_user;
     moe_mm *mm;                 /* 2 * n_experts + 3 products of one call */
     float *scores;              /* n_threads x n_ctx attention scores */
     float *logits;              /* n_vocab, the last token's logits */
@@ -184,6 +186,10 @@ int moe_ctx_cache_stats(const moe_ctx *c, moe_cache_stats *out) {
 const float *moe_ctx_logits(const moe_ctx *c) { return c->logits; }
 int32_t moe_ctx_pos(const moe_ctx *c) { return c->pos; }
 int32_t moe_ctx_n_ctx(const moe_ctx *c) { return c->n_ctx; }
+void moe_ctx_on_route(moe_ctx *c, moe_route_fn fn, void *user) {
+    c->on_route = fn;
+    c->on_route_user = user;
+}
 void moe_ctx_reset(moe_ctx *c) { c->pos = 0; }
 void moe_ctx_truncate(moe_ctx *c, int32_t n) {
     if (n >= 0 && n < c->pos) c->pos = n;
@@ -321,6 +327,8 @@ static void moe_ffn(moe_ctx *c, int layer, int n_tok) {
     for (int t = 0; t < n_tok; t++)
         moe_route_softmax_topk(c->router + t * hp->n_experts, hp->n_experts, k, hp->norm_topk,
                                c->sel + t * k, c->sel_w + t * k);
+    if (c->on_route)
+        for (int t = 0; t < n_tok; t++) c->on_route(c->on_route_user, c->pos + t, layer, k, c->sel + t * k, c->sel_w + t * k);
     moe_group_by_expert(&c->groups, c->sel, c->sel_w, n_tok, k, hp->n_experts);
     const int32_t *start = c->groups.start;
 

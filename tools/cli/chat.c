@@ -42,6 +42,7 @@ typedef struct chat {
     moe_ctx *ctx;
     moe_sampler *sampler;
     moe_tokenizer *tok;
+    FILE *trace;           /* --trace-experts */
     char *chat_template;   /* --chat-template source, or NULL for the model's */
     generator gen;
     cJSON *messages;       /* the conversation, as the template receives it */
@@ -290,6 +291,7 @@ int cmd_chat(const cli_opts *o) {
     if (!m || !(ch.tok = moe_model_tokenizer_new(m, &err)) || cli_chat_template(o, &ch.chat_template, &err) ||
         !(ch.ctx = cli_ctx_new(m, o, 0, &err)) ||
         !(ch.sampler = moe_sampler_new(o->sampling, moe_model_hparams(m)->n_vocab, &err)) ||
+        cli_trace_open(ch.ctx, o, &ch.trace, &err) ||
         gen_init(&ch.gen, ch.ctx, ch.sampler, ch.tok, o->ignore_eos, o->stops, o->n_stops, &err))
         goto done;
     ch.gen.interrupted = &interrupted;
@@ -322,5 +324,6 @@ done:
     moe_ctx_free(ch.ctx);
     moe_tokenizer_free(ch.tok);
     moe_model_close(m);
+    if (ch.trace) fclose(ch.trace);
     return rc;
 }

@@ -19,6 +19,7 @@ typedef struct cli_opts {
     int n_predict;        /* run: default 16 tokens; chat: -1, until end of turn */
     int n_threads, n_ctx;
     const char *expert_cache; /* --expert-cache SIZE, or NULL */
+    const char *trace_experts; /* --trace-experts FILE, or NULL */
     moe_sampler_params sampling;
 } cli_opts;
 
@@ -36,6 +37,13 @@ int cli_parse_tokens(const char *s, int32_t **out, int *n);
 /* A context for m with the options -c (n_ctx, or fallback when 0), -t,
  * --expert-cache and MOE_ISA. */
 moe_ctx *cli_ctx_new(const moe_model *m, const cli_opts *o, int n_ctx_fallback, moe_error *err);
+
+/* --trace-experts FILE: opens FILE and has the context write every routing
+ * decision to it, one line per token and MoE layer: position, layer, the
+ * chosen experts and their weights (tab-separated; lists comma-separated).
+ * *out is NULL when the option was not given; the caller closes it after
+ * freeing the context. */
+int cli_trace_open(moe_ctx *c, const cli_opts *o, FILE **out, moe_error *err);
 
 /* One line of expert-cache counters, when the context has a cache. */
 void cli_print_cache_stats(const moe_ctx *c, FILE *f);

@@ -55,6 +55,7 @@ static void usage(FILE *f) {
             "                  --presence-penalty P --frequency-penalty F --seed S\n"
             "  run is greedy unless --temp > 0 is given; chat samples (--temp 0.8) unless --temp 0.\n"
             "  --expert-cache SIZE: routed experts from a cache of SIZE (6G, 512M, 25%%)\n"
+            "  --trace-experts FILE (run, chat): every routing decision, a line per token and MoE layer\n"
             "  --chat-template: a built-in template (chatml, mistral) or a Jinja file, instead of the model's\n");
 }
 
@@ -102,6 +103,26 @@ void cli_print_cache_stats(const moe_ctx *c, FILE *f) {
             cs.slots, cs.slot_bytes / 1048576.0, (unsigned long long)cs.hits, (unsigned long long)cs.misses,
             cs.hits + cs.misses ? 100.0 * cs.hits / (double)(cs.hits + cs.misses) : 0.0,
             (unsigned long long)cs.bypasses, cs.bytes_read / 1048576.0);
+}
+
+static void write_route(void *user, int32_t pos, int32_t layer, int32_t k, const int32_t *experts,
+                        const float *weights) {
+    FILE *f = user;
+    fprintf(f, "%d\t%d\t", pos, layer);
+    for (int i = 0; i < k; i++) fprintf(f, "%s%d", i ? "," : "", experts[i]);
+    fputc('\t', f);
+    for (int i = 0; i < k; i++) fprintf(f, "%s%.6g", i ? "," : "", weights[i]);
+    fputc('\n', f);
+}
+
+int cli_trace_open(moe_ctx *c, const cli_opts *o, FILE **out, moe_error *err) {
+    *out = NULL;
+    if (!o->trace_experts) return 0;
+    if (!(*out = fopen(o->trace_experts, "w")))
+        return moe_fail(err, "--trace-experts %s: cannot create: %s", o->trace_experts, strerror(errno));
+    fprintf(*out, "# pos\tlayer\texperts\tweights\n");
+    moe_ctx_on_route(c, write_route, *out);
+    return 0;
 }
 
 int cli_chat_template(const cli_opts *o, char **out, moe_error *err) {
@@ -171,6 +192,7 @@ int main(int argc, char **argv) {
         }
         else if (!strcmp(a, "--messages")) o.messages = v;
         else if (!strcmp(a, "--expert-cache")) o.expert_cache = v;
+        else if (!strcmp(a, "--trace-experts")) o.trace_experts = v;
         else if (!strcmp(a, "--thinking")) {
             if (strcmp(v, "on") && strcmp(v, "off")) { fprintf(stderr, "moe-cli: --thinking expects on or off\n"); return 2; }
             o.thinking = !strcmp(v, "on");

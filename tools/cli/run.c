@@ -26,7 +26,8 @@ static void print_text(void *user, const char *text, size_t len) {
 
 static const char *const END_NAMES[] = {"length limit", "end of sequence", "stop string", "interrupted", "context full"};
 
-static int run_text(const cli_opts *o, const moe_model *m, moe_ctx **cp, moe_sampler **sp, moe_error *err) {
+static int run_text(const cli_opts *o, const moe_model *m, moe_ctx **cp, moe_sampler **sp, FILE **trace,
+                    moe_error *err) {
     moe_tokenizer *t = moe_model_tokenizer_new(m, err);
     int32_t *ids = NULL;
     int n = 0, rc = -1;
@@ -37,7 +38,7 @@ static int run_text(const cli_opts *o, const moe_model *m, moe_ctx **cp, moe_sam
         goto done;
     }
     if (!(*cp = cli_ctx_new(m, o, n + o->n_predict, err)) ||
-        !(*sp = moe_sampler_new(o->sampling, moe_model_hparams(m)->n_vocab, err)) ||
+        !(*sp = moe_sampler_new(o->sampling, moe_model_hparams(m)->n_vocab, err)) || cli_trace_open(*cp, o, trace, err) ||
         gen_init(&g, *cp, *sp, t, o->ignore_eos, o->stops, o->n_stops, err) || gen_prefill(&g, ids, n, err))
         goto done;
     gen_end end;
@@ -55,7 +56,8 @@ done:
 }
 
 /* Token ids in, token ids (and optionally every row of logits) out. */
-static int run_tokens(const cli_opts *o, const moe_model *m, moe_ctx **cp, moe_sampler **sp, moe_error *err) {
+static int run_tokens(const cli_opts *o, const moe_model *m, moe_ctx **cp, moe_sampler **sp, FILE **trace,
+                      moe_error *err) {
     int32_t *prompt = NULL;
     int n_prompt = 0, rc = -1;
     float *logits = NULL;
@@ -70,7 +72,7 @@ static int run_tokens(const cli_opts *o, const moe_model *m, moe_ctx **cp, moe_s
     const int V = moe_model_hparams(m)->n_vocab;
     moe_ctx *c = *cp = cli_ctx_new(m, o, n_prompt + o->n_predict, err);
     moe_sampler *smp = *sp = c ? moe_sampler_new(o->sampling, V, err) : NULL;
-    if (!smp) goto done;
+    if (!smp || cli_trace_open(c, o, trace, err)) goto done;
     for (int i = 0; i < n_prompt; i++) moe_sampler_accept(smp, prompt[i]);
     if (!(logits = malloc((size_t)n_prompt * (size_t)V * sizeof(float)))) {
         snprintf(err->msg, sizeof err->msg, "out of memory for %d rows of logits", n_prompt);
@@ -124,12 +126,17 @@ int cmd_run(const cli_opts *o) {
     moe_error err = {{0}};
     moe_ctx *c = NULL;
     moe_sampler *smp = NULL;
+    FILE *trace = NULL;
     moe_model *m = moe_model_open(o->model, &err);
-    int rc = !m ? -1 : o->prompt ? run_text(o, m, &c, &smp, &err) : run_tokens(o, m, &c, &smp, &err);
+    int rc = !m ? -1 : o->prompt ? run_text(o, m, &c, &smp, &trace, &err) : run_tokens(o, m, &c, &smp, &trace, &err);
     if (rc == 0 && c) cli_print_cache_stats(c, stderr);
     if (rc < 0) fprintf(stderr, "moe-cli: %s\n", err.msg);
     moe_sampler_free(smp);
     moe_ctx_free(c);
     moe_model_close(m);
+    if (trace && fclose(trace) && rc == 0) {
+        fprintf(stderr, "moe-cli: --trace-experts %s: write failed\n", o->trace_experts);
+        rc = -1;
+    }
     return rc < 0 ? 1 : rc;
 }
