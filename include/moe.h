@@ -51,7 +51,25 @@ typedef enum moe_qk_norm {
 typedef enum moe_rope_scaling {
     MOE_ROPE_NONE = 0,
     MOE_ROPE_LINEAR = 1,
+    MOE_ROPE_YARN = 2,        /* DeepSeek's YaRN: blended frequencies, cos/sin and softmax scale adjusted */
 } moe_rope_scaling;
+
+typedef enum moe_attn_kind {
+    MOE_ATTN_GQA = 0,         /* q, k, v projections; K and V cached per kv head */
+    MOE_ATTN_MLA = 1,         /* DeepSeek's multi-head latent attention; the latent is cached */
+} moe_attn_kind;
+
+/* How router logits become expert scores. */
+typedef enum moe_router_func {
+    MOE_ROUTER_SOFTMAX = 0,
+    MOE_ROUTER_SIGMOID = 1,
+} moe_router_func;
+
+/* With expert groups: how a group is scored when choosing groups. */
+typedef enum moe_group_score {
+    MOE_GROUP_MAX = 0,        /* DeepSeek-V2 group_limited_greedy: best expert of the group */
+    MOE_GROUP_TOP2_SUM = 1,   /* DeepSeek-V3 noaux_tc: sum of the two best (biased) scores */
+} moe_group_score;
 
 #define MOE_MAX_LAYERS 512
 
@@ -70,9 +88,16 @@ typedef struct moe_hparams {
     float rope_theta;
     int32_t rope_scaling;      /* moe_rope_scaling */
     float rope_factor;
+    int32_t rope_interleaved;  /* rotate pairs (2i, 2i+1) (DeepSeek's layout), not (i, i + half) */
+    int32_t yarn_orig_ctx;     /* YaRN: original_max_position_embeddings */
+    float yarn_beta_fast, yarn_beta_slow, yarn_mscale, yarn_mscale_all_dim;
     int32_t qk_norm;           /* moe_qk_norm */
     float clip_qkv;            /* 0: no clamp */
     int32_t attn_bias;         /* q, k, v projections have biases */
+    int32_t attn_kind;         /* moe_attn_kind */
+    int32_t q_lora_rank;       /* MLA: rank of the query compression; 0: q projected directly */
+    int32_t kv_lora_rank;      /* MLA: width of the cached latent */
+    int32_t qk_nope_dim, qk_rope_dim, v_head_dim; /* MLA: per head (head_dim = nope + rope) */
 
     int32_t n_experts;
     int32_t n_experts_used;    /* top-k */
@@ -81,6 +106,11 @@ typedef struct moe_hparams {
     int32_t shared_ffn;        /* width of the shared expert, 0 if none */
     int32_t shared_gate;       /* shared expert scaled by sigmoid(x . w) */
     int32_t norm_topk;         /* renormalize the top-k weights to sum 1 */
+    int32_t router_func;       /* moe_router_func */
+    int32_t router_bias;       /* a per-expert bias added to the scores to choose experts, not to weigh them */
+    int32_t n_groups, topk_groups; /* experts in n_groups groups; only the best topk_groups compete */
+    int32_t group_score;       /* moe_group_score */
+    float routed_scale;        /* the routed experts' weights are multiplied by this */
     uint8_t layer_is_moe[MOE_MAX_LAYERS];
 
     int32_t tie_embeddings;    /* output head is the embedding matrix */
@@ -135,16 +165,28 @@ typedef struct moe_ctx_params {
     int32_t n_threads;         /* 0: OpenMP's default */
     const char *isa;           /* kernels to use: "scalar", "avx2", "neon"; NULL: best for this CPU */
     uint64_t expert_cache_bytes; /* > 0: serve routed experts from a cache of this many bytes
-                                    (whole experts, LRU), read from the file; 0: the mapping */
+                                    (whole experts), read from the file; 0: the mapping */
+    const char *expert_cache_policy; /* "lru", "lfu" (decayed), "stats" (routing statistics);
+                                        NULL: "stats" (src/cache/expert_cache.h) */
+    int32_t expert_cache_pin;  /* > 0: the N experts of highest routing frequency stay resident */
+    int32_t expert_cache_prefetch; /* 1: read the next layer's predicted experts in the background */
 } moe_ctx_params;
 
 /* The expert cache's counters (see moe_ctx_params.expert_cache_bytes). */
 typedef struct moe_cache_stats {
     uint64_t hits, misses;
     uint64_t bypasses;         /* served from the mapping because every slot was in use */
-    uint64_t bytes_read;       /* from the file into the cache */
+    uint64_t bytes_read;       /* from the file into the cache (demand reads and prefetches) */
     int32_t slots, slots_used;
     uint64_t slot_bytes;
+    double io_stall_s;         /* time lookups waited for reads (demand, or a prefetch in flight) */
+    uint64_t prefetch_issued;  /* reads started for predicted experts */
+    uint64_t prefetch_useful;  /* of those, experts looked up before they left the cache */
+    uint64_t prefetch_wasted;  /* of those, evicted (or failed) without being looked up */
+    uint64_t prefetch_dropped; /* predictions not read: queue full or no evictable slot */
+    /* precision = useful / issued; recall = useful / (useful + misses) */
+    int32_t n_layers;
+    uint64_t layer_hits[MOE_MAX_LAYERS], layer_misses[MOE_MAX_LAYERS];
 } moe_cache_stats;
 
 /* 0 and the counters, or -1 when the context has no expert cache. */

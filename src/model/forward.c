@@ -7,6 +7,7 @@
  * Per layer, for a chunk of tokens at consecutive positions:
  *   xn = rmsnorm(x); q,k,v = xn W (+b); [q/k norm]; [clamp]; RoPE(q, k)
  *   append k, v to the cache; causal attention over the cache; x += o(att)
+ *   (or DeepSeek's latent attention, attention_mla below)
  *   xn = rmsnorm(x); x += FFN(xn), FFN dense or: route, group tokens by
  *   expert, run each chosen expert once over its group, weighted sum,
  *   plus the shared expert (times sigmoid of its gate when it has one).
@@ -37,8 +38,12 @@ struct moe_ctx {
     int n_ctx, n_batch, n_threads;
     int32_t pos;
 
-    float *k_cache, *v_cache;   /* [n_layers][n_ctx][n_kv_heads * head_dim] */
-    double *inv_freq;           /* head_dim / 2 RoPE frequencies */
+    float *k_cache, *v_cache;   /* [n_layers][n_ctx][kv_dim]; MLA: the latent and rope key, no v_cache */
+    int kv_dim;                 /* floats per position and layer in k_cache */
+    double *inv_freq;           /* rope_dim / 2 RoPE frequencies */
+    int rope_dim;               /* dims of each head that RoPE rotates */
+    float rope_mscale;          /* YaRN's factor on cos and sin */
+    float attn_scale;           /* softmax scale of q.k */
 
     /* scratch for one chunk of n_batch tokens (slots = n_batch * top-k) */
     float *x;                   /* n_batch x n_embd, the residual stream */
@@ -60,6 +65,15 @@ struct moe_ctx {
     void *on_route_user;
     moe_mm *mm;                 /* 2 * n_experts + 3 products of one call */
     float *scores;              /* n_threads x n_ctx attention scores */
+    float *route_scratch;       /* moe_route's scratch */
+    /* MLA scratch */
+    float *q_a;                 /* n_batch x q_lora_rank */
+    float *q_nope;              /* n_heads x n_batch x nope: each head's rows contiguous */
+    float *q_lat;               /* n_batch x n_heads x kv_lora_rank: queries in latent space */
+    float *lat_out;             /* n_heads x n_batch x kv_lora_rank: attention output in latent space */
+    moe_act act_q_a, act_q_nope, act_lat;
+    moe_act *act_head;          /* n_heads views into act_q_nope or act_lat */
+    moe_weight *head_w;         /* n_heads per-head row blocks of K_B or V_B */
     float *logits;              /* n_vocab, the last token's logits */
 };
 
@@ -90,6 +104,38 @@ static moe_act act_view(const moe_act *a, int64_t r0, int n) {
 
 static int imax(int a, int b) { return a > b ? a : b; }
 
+/* YaRN's attention temperature: 0.1 m ln(s) + 1 for a context stretched s times. */
+static double yarn_mscale(double scale, double m) { return scale <= 1 ? 1.0 : 0.1 * m * log(scale) + 1.0; }
+
+/* RoPE frequencies, and with YaRN (DeepSeek's YarnRotaryEmbedding) the blend
+ * of interpolated and original frequencies across the correction range,
+ * the scale on cos/sin and the softmax scale's mscale^2. */
+static void rope_init(moe_ctx *c) {
+    const moe_hparams *hp = &c->m->hp;
+    const int dim = c->rope_dim = hp->attn_kind == MOE_ATTN_MLA ? hp->qk_rope_dim : hp->head_dim;
+    const double base = hp->rope_theta;
+    c->rope_mscale = 1.0f;
+    c->attn_scale = 1.0f / sqrtf((float)hp->head_dim);
+    for (int i = 0; i < dim / 2; i++) c->inv_freq[i] = 1.0 / pow(base, 2.0 * i / dim);
+    if (hp->rope_scaling != MOE_ROPE_YARN) return;
+    const double factor = hp->rope_factor, orig = hp->yarn_orig_ctx;
+    /* the dimension at which a frequency turns `rotations` times over the original context */
+#define CORRECTION_DIM(rotations) (dim * log(orig / ((rotations) * 2 * M_PI)) / (2 * log(base)))
+    double low = fmax(floor(CORRECTION_DIM(hp->yarn_beta_fast)), 0);
+    double high = fmin(ceil(CORRECTION_DIM(hp->yarn_beta_slow)), dim - 1);
+#undef CORRECTION_DIM
+    if (low == high) high += 0.001;
+    for (int i = 0; i < dim / 2; i++) {
+        const double ramp = fmin(fmax((i - low) / (high - low), 0), 1), extrapolate = 1 - ramp;
+        c->inv_freq[i] = c->inv_freq[i] / factor * (1 - extrapolate) + c->inv_freq[i] * extrapolate;
+    }
+    c->rope_mscale = (float)(yarn_mscale(factor, hp->yarn_mscale) / yarn_mscale(factor, hp->yarn_mscale_all_dim));
+    if (hp->yarn_mscale_all_dim != 0) {
+        const double m = yarn_mscale(factor, hp->yarn_mscale_all_dim);
+        c->attn_scale = (float)(c->attn_scale * m * m);
+    }
+}
+
 moe_ctx *moe_ctx_new(const moe_model *m, moe_ctx_params p, moe_error *err) {
     const moe_hparams *hp = &m->hp;
     const moe_kernels *kern = moe_kernels_select(p.isa, err);
@@ -112,8 +158,12 @@ moe_ctx *moe_ctx_new(const moe_model *m, moe_ctx_params p, moe_error *err) {
     c->n_ctx = p.n_ctx > 0 ? p.n_ctx : (hp->n_ctx_train < 4096 ? hp->n_ctx_train : 4096);
     c->n_batch = p.n_batch > 0 ? p.n_batch : 64;
     c->n_threads = p.n_threads > 0 ? p.n_threads : omp_get_max_threads();
-    const size_t B = (size_t)c->n_batch, E = (size_t)hp->n_embd;
-    const size_t qd = (size_t)hp->n_heads * hp->head_dim, kvd = (size_t)hp->n_kv_heads * hp->head_dim;
+    const size_t B = (size_t)c->n_batch, E = (size_t)hp->n_embd, H = (size_t)hp->n_heads;
+    const int mla = hp->attn_kind == MOE_ATTN_MLA;
+    const size_t qd = H * hp->head_dim, R = (size_t)hp->kv_lora_rank;
+    const size_t kvd = mla ? R + (size_t)hp->qk_rope_dim : (size_t)hp->n_kv_heads * hp->head_dim;
+    const size_t att = mla ? H * hp->v_head_dim : qd;
+    c->kv_dim = (int)kvd;
     const size_t n_exp = (size_t)imax(hp->n_experts, 1), topk = (size_t)imax(hp->n_experts_used, 1);
     const size_t slots = B * topk, eff = (size_t)imax(hp->expert_ffn, 1);
     const size_t sff = (size_t)imax(imax(hp->dense_ffn, hp->shared_ffn), 1);
@@ -123,14 +173,14 @@ moe_ctx *moe_ctx_new(const moe_model *m, moe_ctx_params p, moe_error *err) {
     int ok = 1;
 #define ALLOC(p, count) (ok &= ((p) = malloc((size_t)(count) * sizeof *(p))) != NULL)
     ALLOC(c->k_cache, cache);
-    ALLOC(c->v_cache, cache);
+    ALLOC(c->v_cache, mla ? 1 : cache);
     ALLOC(c->inv_freq, hp->head_dim / 2);
     ALLOC(c->x, B * E);
     ALLOC(c->xn, B * E);
     ALLOC(c->q, B * qd);
     ALLOC(c->k, B * kvd);
     ALLOC(c->v, B * kvd);
-    ALLOC(c->att, B * qd);
+    ALLOC(c->att, B * att);
     ALLOC(c->out, B * E);
     ALLOC(c->h_gate, slots * eff);
     ALLOC(c->h_up, slots * eff);
@@ -145,11 +195,23 @@ moe_ctx *moe_ctx_new(const moe_model *m, moe_ctx_params p, moe_error *err) {
     ALLOC(c->groups.weight, slots);
     ALLOC(c->act_h_expert, n_exp);
     ALLOC(c->expert_w, n_exp);
-    ALLOC(c->mm, 2 * n_exp + 3);
+    ALLOC(c->mm, imax(2 * (int)n_exp + 3, (int)H));
     ALLOC(c->scores, (size_t)c->n_threads * (size_t)c->n_ctx);
+    ALLOC(c->route_scratch, moe_route_scratch(hp));
     ALLOC(c->logits, hp->n_vocab);
+    if (mla) {
+        const size_t qa = (size_t)imax(hp->q_lora_rank, 1), nope = (size_t)hp->qk_nope_dim;
+        ALLOC(c->q_a, B * qa);
+        ALLOC(c->q_nope, H * B * nope);
+        ALLOC(c->q_lat, B * H * R);
+        ALLOC(c->lat_out, H * B * R);
+        ALLOC(c->act_head, H);
+        ALLOC(c->head_w, H);
+        ok &= !act_alloc(&c->act_q_a, c->q_a, B, (int64_t)qa) & !act_alloc(&c->act_q_nope, c->q_nope, H * B, (int64_t)nope) &
+              !act_alloc(&c->act_lat, c->lat_out, H * B, (int64_t)R);
+    }
 #undef ALLOC
-    ok &= !act_alloc(&c->act_xn, c->xn, B, hp->n_embd) & !act_alloc(&c->act_att, c->att, B, (int64_t)qd) &
+    ok &= !act_alloc(&c->act_xn, c->xn, B, hp->n_embd) & !act_alloc(&c->act_att, c->att, B, (int64_t)att) &
           !act_alloc(&c->act_h, c->h_gate, slots, (int64_t)eff) & !act_alloc(&c->act_hs, c->hs_gate, B, (int64_t)sff);
     if (!ok) {
         moe_fail(err, "out of memory for a context of %d positions (KV cache %zu MiB)", c->n_ctx,
@@ -157,8 +219,7 @@ moe_ctx *moe_ctx_new(const moe_model *m, moe_ctx_params p, moe_error *err) {
         moe_ctx_free(c);
         return NULL;
     }
-    for (int i = 0; i < hp->head_dim / 2; i++)
-        c->inv_freq[i] = 1.0 / pow((double)hp->rope_theta, 2.0 * i / hp->head_dim);
+    rope_init(c);
     return c;
 }
 
@@ -167,8 +228,11 @@ void moe_ctx_free(moe_ctx *c) {
     void *bufs[] = {c->k_cache, c->v_cache, c->inv_freq, c->x, c->xn, c->q, c->k, c->v, c->att, c->out,
                     c->h_gate, c->h_up, c->y_exp, c->hs_gate, c->hs_up, c->router, c->sel, c->sel_w,
                     c->groups.start, c->groups.token, c->groups.weight, c->act_h_expert, c->expert_w, c->mm, c->scores,
-                    c->logits};
+                    c->route_scratch, c->logits, c->q_a, c->q_nope, c->q_lat, c->lat_out, c->act_head, c->head_w};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) free(bufs[i]);
+    act_free(&c->act_q_a);
+    act_free(&c->act_q_nope);
+    act_free(&c->act_lat);
     act_free(&c->act_xn);
     act_free(&c->act_att);
     act_free(&c->act_h);
@@ -206,19 +270,23 @@ static moe_mm product(float *y, int64_t ldy, const moe_weight *w, const moe_act 
     return (moe_mm){y, ldy, w, a, idx, n};
 }
 
-/* Rotates pairs (i, i + half) of each head, as Hugging Face's rotate_half. */
-static void rope(const moe_ctx *c, float *v, int n_heads, int pos) {
+/* Rotates the first rope_dim values of n_heads vectors, `stride` apart, to
+ * position pos: pairs (i, i + half) as Hugging Face's rotate_half, or
+ * (2i, 2i + 1) for DeepSeek's checkpoints, whose rope dims are interleaved
+ * (its reference permutes them to rotate_half order before rotating). */
+static void rope(const moe_ctx *c, float *v, int n_heads, int stride, int pos) {
     const moe_hparams *hp = &c->m->hp;
-    const int half = hp->head_dim / 2;
+    const int half = c->rope_dim / 2, inter = hp->rope_interleaved;
     double p = hp->rope_scaling == MOE_ROPE_LINEAR ? pos / (double)hp->rope_factor : pos;
     for (int i = 0; i < half; i++) {
         double a = p * c->inv_freq[i];
-        float cs = (float)cos(a), sn = (float)sin(a);
+        float cs = (float)cos(a) * c->rope_mscale, sn = (float)sin(a) * c->rope_mscale;
+        const int i0 = inter ? 2 * i : i, i1 = inter ? 2 * i + 1 : i + half;
         for (int h = 0; h < n_heads; h++) {
-            float *x = v + h * hp->head_dim;
-            float x0 = x[i], x1 = x[i + half];
-            x[i] = x0 * cs - x1 * sn;
-            x[i + half] = x1 * cs + x0 * sn;
+            float *x = v + (size_t)h * stride;
+            float x0 = x[i0], x1 = x[i1];
+            x[i0] = x0 * cs - x1 * sn;
+            x[i1] = x1 * cs + x0 * sn;
         }
     }
 }
@@ -269,14 +337,14 @@ static void attention(moe_ctx *c, int layer, int n_tok) {
     float *kc = c->k_cache + (size_t)layer * c->n_ctx * kvd;
     float *vc = c->v_cache + (size_t)layer * c->n_ctx * kvd;
     for (int t = 0; t < n_tok; t++) {
-        rope(c, c->q + t * qd, hp->n_heads, pos0 + t);
-        rope(c, c->k + t * kvd, hp->n_kv_heads, pos0 + t);
+        rope(c, c->q + t * qd, hp->n_heads, hd, pos0 + t);
+        rope(c, c->k + t * kvd, hp->n_kv_heads, hd, pos0 + t);
         memcpy(kc + (size_t)(pos0 + t) * kvd, c->k + t * kvd, kvd * sizeof(float));
         memcpy(vc + (size_t)(pos0 + t) * kvd, c->v + t * kvd, kvd * sizeof(float));
     }
 
     const int group = hp->n_heads / hp->n_kv_heads;
-    const float scale = 1.0f / sqrtf((float)hd);
+    const float scale = c->attn_scale;
     #pragma omp parallel for schedule(dynamic, 1) collapse(2)
     for (int t = 0; t < n_tok; t++) {
         for (int h = 0; h < hp->n_heads; h++) {
@@ -295,6 +363,102 @@ static void attention(moe_ctx *c, int layer, int n_tok) {
             for (int p = 0; p < n_pos; p++) c->kern->axpy(o, s[p] / sum, vc + (size_t)p * kvd + kvh * hd, hd);
         }
     }
+    act_ready(c, &c->act_att, n_tok, &L->w[LT_O]);
+    const moe_mm o = product(c->out, hp->n_embd, &L->w[LT_O], &c->act_att, NULL, n_tok);
+    moe_matmul_run(c->kern, &o, 1);
+}
+
+/* Rows [r0, r0 + n) of w as a weight of its own; r0 is a multiple of the
+ * quantized formats' row group (MOE_QR), which the hparams check ensures. */
+static moe_weight weight_rows(const moe_weight *w, int64_t r0, int64_t n) {
+    return (moe_weight){(const uint8_t *)w->data + moe_tensor_bytes(w->dtype, (uint64_t)r0, (uint64_t)w->cols),
+                        w->dtype, n, w->cols};
+}
+
+/* One product per head: head h's rows of w (rows_per_head of them) times
+ * head h's activation rows (rows h * n_batch + t of a), into y at column
+ * h * rows_per_head of rows ldy apart. */
+static void per_head_products(moe_ctx *c, float *y, int64_t ldy, const moe_weight *w, int64_t rows_per_head,
+                              moe_act *a, int n_tok) {
+    const int H = c->m->hp.n_heads;
+    for (int h = 0; h < H; h++) {
+        c->head_w[h] = weight_rows(w, h * rows_per_head, rows_per_head);
+        c->act_head[h] = act_view(a, (int64_t)h * c->n_batch, n_tok);
+        if (moe_dtype_is_quant(w->dtype)) moe_act_quantize(c->kern, &c->act_head[h]);
+        c->mm[h] = product(y + h * rows_per_head, ldy, &c->head_w[h], &c->act_head[h], NULL, n_tok);
+    }
+    moe_matmul_run(c->kern, c->mm, H);
+}
+
+/*
+ * DeepSeek's multi-head latent attention. Each position caches only the
+ * normalized latent c (kv_lora_rank) and the rope key shared by all heads:
+ * never the per-head keys and values. Keys and values are never expanded:
+ * kv_b is folded into both sides (the "absorbed" form), per head h
+ *   q.k   = q_nope . (Wk_h c) + q_pe . k_pe = (Wk_h^T q_nope) . c + q_pe . k_pe
+ *   out_h = Wv_h (sum_p a_p c_p)
+ * so each cached position costs a dot over kv_lora_rank + rope per head
+ * rather than the expansion of 2 x n_heads x 128 values. The converter
+ * stores Wk_h^T (LT_K_B) and Wv_h (LT_V_B) per head for this.
+ */
+static void attention_mla(moe_ctx *c, int layer, int n_tok) {
+    const moe_hparams *hp = &c->m->hp;
+    const moe_layer *L = &c->m->layers[layer];
+    const int H = hp->n_heads, R = hp->kv_lora_rank, nope = hp->qk_nope_dim, rd = hp->qk_rope_dim;
+    const int qh = nope + rd, qd = H * qh, kvd = c->kv_dim, vd = hp->v_head_dim, B = c->n_batch;
+    const int pos0 = c->pos;
+
+    /* q (through its compression when there is one) and the latent with the rope key */
+    const moe_weight *wq = hp->q_lora_rank ? &L->w[LT_Q_A] : &L->w[LT_Q];
+    act_ready(c, &c->act_xn, n_tok, moe_dtype_is_quant(wq->dtype) ? wq : &L->w[LT_KV_A]);
+    const moe_mm first[2] = {product(hp->q_lora_rank ? c->q_a : c->q, hp->q_lora_rank ? hp->q_lora_rank : qd, wq,
+                                     &c->act_xn, NULL, n_tok),
+                             product(c->k, kvd, &L->w[LT_KV_A], &c->act_xn, NULL, n_tok)};
+    moe_matmul_run(c->kern, first, 2);
+    if (hp->q_lora_rank) {
+        for (int t = 0; t < n_tok; t++)
+            moe_rmsnorm(c->q_a + (size_t)t * hp->q_lora_rank, c->q_a + (size_t)t * hp->q_lora_rank,
+                        L->w[LT_Q_A_NORM].data, hp->q_lora_rank, hp->rms_eps);
+        act_ready(c, &c->act_q_a, n_tok, &L->w[LT_Q_B]);
+        const moe_mm qb = product(c->q, qd, &L->w[LT_Q_B], &c->act_q_a, NULL, n_tok);
+        moe_matmul_run(c->kern, &qb, 1);
+    }
+    float *cache = c->k_cache + (size_t)layer * c->n_ctx * kvd;
+    for (int t = 0; t < n_tok; t++) {
+        float *kv = c->k + (size_t)t * kvd, *q = c->q + (size_t)t * qd;
+        moe_rmsnorm(kv, kv, L->w[LT_KV_A_NORM].data, R, hp->rms_eps);
+        rope(c, kv + R, 1, 0, pos0 + t);
+        memcpy(cache + (size_t)(pos0 + t) * kvd, kv, (size_t)kvd * sizeof(float));
+        rope(c, q + nope, H, qh, pos0 + t);
+        for (int h = 0; h < H; h++)
+            memcpy(c->q_nope + ((size_t)h * B + t) * nope, q + h * qh, (size_t)nope * sizeof(float));
+    }
+
+    /* queries into latent space: q_lat[t][h] = Wk_h^T q_nope[h][t] */
+    per_head_products(c, c->q_lat, (int64_t)H * R, &L->w[LT_K_B], R, &c->act_q_nope, n_tok);
+
+    #pragma omp parallel for schedule(dynamic, 1) collapse(2)
+    for (int t = 0; t < n_tok; t++) {
+        for (int h = 0; h < H; h++) {
+            float *s = c->scores + (size_t)omp_get_thread_num() * c->n_ctx;
+            const float *ql = c->q_lat + ((size_t)t * H + h) * R, *qp = c->q + (size_t)t * qd + h * qh + nope;
+            const int n_pos = pos0 + t + 1;
+            float max = -INFINITY;
+            for (int p = 0; p < n_pos; p++) {
+                const float *kv = cache + (size_t)p * kvd;
+                s[p] = (c->kern->dot(ql, kv, R) + c->kern->dot(qp, kv + R, rd)) * c->attn_scale;
+                max = s[p] > max ? s[p] : max;
+            }
+            float sum = 0;
+            for (int p = 0; p < n_pos; p++) sum += (s[p] = expf(s[p] - max));
+            float *o = c->lat_out + ((size_t)h * B + t) * R;
+            for (int i = 0; i < R; i++) o[i] = 0;
+            for (int p = 0; p < n_pos; p++) c->kern->axpy(o, s[p] / sum, cache + (size_t)p * kvd, R);
+        }
+    }
+
+    /* back out of latent space: att[t][h] = Wv_h lat_out[h][t], then o_proj */
+    per_head_products(c, c->att, (int64_t)H * vd, &L->w[LT_V_B], vd, &c->act_lat, n_tok);
     act_ready(c, &c->act_att, n_tok, &L->w[LT_O]);
     const moe_mm o = product(c->out, hp->n_embd, &L->w[LT_O], &c->act_att, NULL, n_tok);
     moe_matmul_run(c->kern, &o, 1);
@@ -324,9 +488,9 @@ static void moe_ffn(moe_ctx *c, int layer, int n_tok) {
     act_ready(c, &c->act_xn, n_tok, &L->w[LT_ROUTER]);
     const moe_mm r = product(c->router, hp->n_experts, &L->w[LT_ROUTER], &c->act_xn, NULL, n_tok);
     moe_matmul_run(c->kern, &r, 1);
+    const float *bias = hp->router_bias ? L->w[LT_ROUTER_BIAS].data : NULL;
     for (int t = 0; t < n_tok; t++)
-        moe_route_softmax_topk(c->router + t * hp->n_experts, hp->n_experts, k, hp->norm_topk,
-                               c->sel + t * k, c->sel_w + t * k);
+        moe_route(hp, c->router + t * hp->n_experts, bias, c->route_scratch, c->sel + t * k, c->sel_w + t * k);
     if (c->on_route)
         for (int t = 0; t < n_tok; t++) c->on_route(c->on_route_user, c->pos + t, layer, k, c->sel + t * k, c->sel_w + t * k);
     moe_group_by_expert(&c->groups, c->sel, c->sel_w, n_tok, k, hp->n_experts);
@@ -406,7 +570,8 @@ static void forward_chunk(moe_ctx *c, const int32_t *tokens, int n_tok, float *l
     for (int l = 0; l < hp->n_layers; l++) {
         const moe_layer *L = &m->layers[l];
         norm_rows(c, c->xn, c->x, &L->w[LT_ATTN_NORM], n_tok);
-        attention(c, l, n_tok);
+        if (hp->attn_kind == MOE_ATTN_MLA) attention_mla(c, l, n_tok);
+        else attention(c, l, n_tok);
         add_to_residual(c, n_tok);
         norm_rows(c, c->xn, c->x, &L->w[LT_FFN_NORM], n_tok);
         if (hp->layer_is_moe[l]) moe_ffn(c, l, n_tok);

@@ -39,6 +39,16 @@ typedef enum moe_layer_tensor {
     LT_SHARED_UP,   /* shared_ffn x n_embd */
     LT_SHARED_DOWN, /* n_embd x shared_ffn */
     LT_SHARED_ROUTER, /* 1 x n_embd: the scalar gate of the shared expert */
+    /* Multi-head latent attention (DeepSeek), in place of LT_K and LT_V; LT_Q
+     * is n_heads * (nope + rope) x n_embd when there is no q compression. */
+    LT_Q_A,         /* q_lora_rank x n_embd */
+    LT_Q_A_NORM,    /* q_lora_rank */
+    LT_Q_B,         /* n_heads * (nope + rope) x q_lora_rank */
+    LT_KV_A,        /* (kv_lora_rank + rope) x n_embd: the latent, then the shared rope key */
+    LT_KV_A_NORM,   /* kv_lora_rank */
+    LT_K_B,         /* n_heads * kv_lora_rank x nope: per head, the transpose of kv_b's key rows */
+    LT_V_B,         /* n_heads * v_head_dim x kv_lora_rank: per head, kv_b's value rows */
+    LT_ROUTER_BIAS, /* n_experts: added to the scores only to choose experts */
     LT_COUNT
 } moe_layer_tensor;
 

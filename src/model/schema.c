@@ -30,9 +30,21 @@ static const hparam_field hparam_fields[] = {
     HP("moe.rope_theta", rope_theta, 'f'),
     HP("moe.rope_scaling", rope_scaling, 'i'),
     HP("moe.rope_factor", rope_factor, 'f'),
+    HP("moe.rope_interleaved", rope_interleaved, 'i'),
+    HP("moe.yarn_orig_ctx", yarn_orig_ctx, 'i'),
+    HP("moe.yarn_beta_fast", yarn_beta_fast, 'f'),
+    HP("moe.yarn_beta_slow", yarn_beta_slow, 'f'),
+    HP("moe.yarn_mscale", yarn_mscale, 'f'),
+    HP("moe.yarn_mscale_all_dim", yarn_mscale_all_dim, 'f'),
     HP("moe.qk_norm", qk_norm, 'i'),
     HP("moe.clip_qkv", clip_qkv, 'f'),
     HP("moe.attn_bias", attn_bias, 'i'),
+    HP("moe.attn_kind", attn_kind, 'i'),
+    HP("moe.q_lora_rank", q_lora_rank, 'i'),
+    HP("moe.kv_lora_rank", kv_lora_rank, 'i'),
+    HP("moe.qk_nope_dim", qk_nope_dim, 'i'),
+    HP("moe.qk_rope_dim", qk_rope_dim, 'i'),
+    HP("moe.v_head_dim", v_head_dim, 'i'),
     HP("moe.n_experts", n_experts, 'i'),
     HP("moe.n_experts_used", n_experts_used, 'i'),
     HP("moe.expert_ffn", expert_ffn, 'i'),
@@ -40,6 +52,12 @@ static const hparam_field hparam_fields[] = {
     HP("moe.shared_ffn", shared_ffn, 'i'),
     HP("moe.shared_gate", shared_gate, 'i'),
     HP("moe.norm_topk", norm_topk, 'i'),
+    HP("moe.router_func", router_func, 'i'),
+    HP("moe.router_bias", router_bias, 'i'),
+    HP("moe.n_groups", n_groups, 'i'),
+    HP("moe.topk_groups", topk_groups, 'i'),
+    HP("moe.group_score", group_score, 'i'),
+    HP("moe.routed_scale", routed_scale, 'f'),
     HP("moe.tie_embeddings", tie_embeddings, 'i'),
     HP("moe.bos_id", bos_id, 'i'),
     HP("moe.eos_id", eos_id, 'i'),
@@ -93,6 +111,8 @@ int moe_hparams_read(moe_hparams *hp, const moef_file *f, moe_error *err) {
     return 0;
 }
 
+static int imax(int a, int b) { return a > b ? a : b; }
+
 int moe_hparams_check(const moe_hparams *hp, moe_error *err) {
     struct { const char *name; int32_t v, lo, hi; } r[] = {
         {"vocab_size", hp->n_vocab, 1, 1 << 24},
@@ -108,12 +128,44 @@ int moe_hparams_check(const moe_hparams *hp, moe_error *err) {
         {"intermediate_size", hp->dense_ffn, 0, 1 << 20},
         {"shared_expert_intermediate_size", hp->shared_ffn, 0, 1 << 20},
         {"qk norm kind", hp->qk_norm, 0, MOE_QK_NORM_FULL},
-        {"rope scaling kind", hp->rope_scaling, 0, MOE_ROPE_LINEAR},
+        {"rope scaling kind", hp->rope_scaling, 0, MOE_ROPE_YARN},
+        {"attention kind", hp->attn_kind, 0, MOE_ATTN_MLA},
+        {"router scoring function", hp->router_func, 0, MOE_ROUTER_SIGMOID},
+        {"group scoring", hp->group_score, 0, MOE_GROUP_TOP2_SUM},
+        {"n_group", hp->n_groups, 1, imax(hp->n_experts, 1)},
+        {"topk_group", hp->topk_groups, 1, hp->n_groups},
     };
     for (size_t i = 0; i < sizeof r / sizeof *r; i++)
         if (r[i].v < r[i].lo || r[i].v > r[i].hi)
             return moe_fail(err, "%s = %d is out of range [%d, %d]", r[i].name, r[i].v, r[i].lo, r[i].hi);
     if (hp->head_dim % 2) return moe_fail(err, "head_dim = %d must be even for RoPE", hp->head_dim);
+    if (hp->n_experts % hp->n_groups)
+        return moe_fail(err, "n_routed_experts = %d is not a multiple of n_group = %d", hp->n_experts, hp->n_groups);
+    if (hp->group_score == MOE_GROUP_TOP2_SUM && hp->n_groups > 1 && hp->n_experts / hp->n_groups < 2)
+        return moe_fail(err, "n_group = %d leaves fewer than 2 experts per group", hp->n_groups);
+    if (hp->n_experts && hp->n_experts_used > hp->topk_groups * (hp->n_experts / hp->n_groups))
+        return moe_fail(err, "num_experts_per_tok = %d exceeds the experts of topk_group = %d groups",
+                        hp->n_experts_used, hp->topk_groups);
+    if (!(hp->routed_scale > 0)) return moe_fail(err, "routed_scaling_factor = %g must be positive", hp->routed_scale);
+    if (hp->attn_kind == MOE_ATTN_MLA) {
+        struct { const char *name; int32_t v, lo; } mla[] = {
+            {"kv_lora_rank", hp->kv_lora_rank, 1}, {"q_lora_rank", hp->q_lora_rank, 0},
+            {"qk_nope_head_dim", hp->qk_nope_dim, 1}, {"qk_rope_head_dim", hp->qk_rope_dim, 2},
+            {"v_head_dim", hp->v_head_dim, 1}};
+        for (size_t i = 0; i < sizeof mla / sizeof *mla; i++)
+            if (mla[i].v < mla[i].lo || mla[i].v > 1 << 16)
+                return moe_fail(err, "%s = %d is out of range [%d, %d]", mla[i].name, mla[i].v, mla[i].lo, 1 << 16);
+        if (hp->qk_rope_dim % 2) return moe_fail(err, "qk_rope_head_dim = %d must be even", hp->qk_rope_dim);
+        /* per-head row blocks of the folded kv_b start on a quantized row group (4 rows) */
+        if (hp->kv_lora_rank % 4 || hp->v_head_dim % 4)
+            return moe_fail(err, "kv_lora_rank = %d and v_head_dim = %d must be multiples of 4", hp->kv_lora_rank,
+                            hp->v_head_dim);
+        if (hp->head_dim != hp->qk_nope_dim + hp->qk_rope_dim || hp->n_kv_heads != hp->n_heads)
+            return moe_fail(err, "MLA: head_dim must be qk_nope_head_dim + qk_rope_head_dim, one kv head per head");
+    }
+    if (hp->rope_scaling == MOE_ROPE_YARN && !(hp->rope_factor > 0 && hp->yarn_orig_ctx > 0))
+        return moe_fail(err, "rope_scaling yarn: factor = %g and original_max_position_embeddings = %d must be positive",
+                        hp->rope_factor, hp->yarn_orig_ctx);
     if (hp->n_heads % hp->n_kv_heads)
         return moe_fail(err, "num_attention_heads = %d is not a multiple of num_key_value_heads = %d",
                         hp->n_heads, hp->n_kv_heads);
@@ -137,6 +189,8 @@ static const char *const layer_suffix[LT_COUNT] = {
     [LT_FFN_NORM] = "ffn_norm", [LT_ROUTER] = "router", [LT_DENSE_GATE] = "ffn_gate",
     [LT_DENSE_UP] = "ffn_up", [LT_DENSE_DOWN] = "ffn_down", [LT_SHARED_GATE] = "shexp_gate",
     [LT_SHARED_UP] = "shexp_up", [LT_SHARED_DOWN] = "shexp_down", [LT_SHARED_ROUTER] = "shexp_router",
+    [LT_Q_A] = "attn_q_a", [LT_Q_A_NORM] = "attn_q_a_norm", [LT_Q_B] = "attn_q_b", [LT_KV_A] = "attn_kv_a",
+    [LT_KV_A_NORM] = "attn_kv_a_norm", [LT_K_B] = "attn_k_b", [LT_V_B] = "attn_v_b", [LT_ROUTER_BIAS] = "router_bias",
 };
 static const char *const expert_suffix[ET_COUNT] = {[ET_GATE] = "gate", [ET_UP] = "up", [ET_DOWN] = "down"};
 
@@ -151,7 +205,7 @@ void moe_expert_tensor_name(char *buf, size_t n, int layer, int expert, moe_expe
 int moe_tensor_is_vector(moe_layer_tensor t) {
     switch (t) {
     case LT_ATTN_NORM: case LT_FFN_NORM: case LT_Q_BIAS: case LT_K_BIAS: case LT_V_BIAS:
-    case LT_Q_NORM: case LT_K_NORM:
+    case LT_Q_NORM: case LT_K_NORM: case LT_Q_A_NORM: case LT_KV_A_NORM: case LT_ROUTER_BIAS:
         return 1;
     default:
         return 0;
@@ -159,8 +213,13 @@ int moe_tensor_is_vector(moe_layer_tensor t) {
 }
 
 int moe_layer_tensor_present(const moe_hparams *hp, int layer, moe_layer_tensor t) {
-    int moe = hp->layer_is_moe[layer];
+    const int moe = hp->layer_is_moe[layer], mla = hp->attn_kind == MOE_ATTN_MLA;
     switch (t) {
+    case LT_Q: return !mla || hp->q_lora_rank == 0;
+    case LT_K: case LT_V: return !mla;
+    case LT_Q_A: case LT_Q_A_NORM: case LT_Q_B: return mla && hp->q_lora_rank > 0;
+    case LT_KV_A: case LT_KV_A_NORM: case LT_K_B: case LT_V_B: return mla;
+    case LT_ROUTER_BIAS: return moe && hp->router_bias;
     case LT_Q_BIAS: case LT_K_BIAS: case LT_V_BIAS: return hp->attn_bias;
     case LT_Q_NORM: case LT_K_NORM: return hp->qk_norm != MOE_QK_NORM_NONE;
     case LT_ROUTER: return moe;
@@ -172,14 +231,16 @@ int moe_layer_tensor_present(const moe_hparams *hp, int layer, moe_layer_tensor 
 }
 
 void moe_layer_tensor_shape(const moe_hparams *hp, moe_layer_tensor t, int64_t *rows, int64_t *cols) {
-    int64_t e = hp->n_embd, q = (int64_t)hp->n_heads * hp->head_dim, kv = (int64_t)hp->n_kv_heads * hp->head_dim;
+    const int64_t e = hp->n_embd, q = (int64_t)hp->n_heads * hp->head_dim, kv = (int64_t)hp->n_kv_heads * hp->head_dim;
+    const int64_t att_out = hp->attn_kind == MOE_ATTN_MLA ? (int64_t)hp->n_heads * hp->v_head_dim : q;
+    const int64_t rank = hp->kv_lora_rank;
     int per_head = hp->qk_norm == MOE_QK_NORM_PER_HEAD;
     int64_t r = 1, c = 1;
     switch (t) {
     case LT_ATTN_NORM: case LT_FFN_NORM: c = e; break;
     case LT_Q: r = q; c = e; break;
     case LT_K: case LT_V: r = kv; c = e; break;
-    case LT_O: r = e; c = q; break;
+    case LT_O: r = e; c = att_out; break;
     case LT_Q_BIAS: c = q; break;
     case LT_K_BIAS: case LT_V_BIAS: c = kv; break;
     case LT_Q_NORM: c = per_head ? hp->head_dim : q; break;
@@ -190,6 +251,14 @@ void moe_layer_tensor_shape(const moe_hparams *hp, moe_layer_tensor t, int64_t *
     case LT_SHARED_GATE: case LT_SHARED_UP: r = hp->shared_ffn; c = e; break;
     case LT_SHARED_DOWN: r = e; c = hp->shared_ffn; break;
     case LT_SHARED_ROUTER: r = 1; c = e; break;
+    case LT_Q_A: r = hp->q_lora_rank; c = e; break;
+    case LT_Q_A_NORM: c = hp->q_lora_rank; break;
+    case LT_Q_B: r = q; c = hp->q_lora_rank; break;
+    case LT_KV_A: r = rank + hp->qk_rope_dim; c = e; break;
+    case LT_KV_A_NORM: c = rank; break;
+    case LT_K_B: r = hp->n_heads * rank; c = hp->qk_nope_dim; break;
+    case LT_V_B: r = (int64_t)hp->n_heads * hp->v_head_dim; c = rank; break;
+    case LT_ROUTER_BIAS: c = hp->n_experts; break;
     case LT_COUNT: break;
     }
     *rows = r;

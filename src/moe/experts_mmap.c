@@ -13,5 +13,5 @@ static void mmap_release(void *self, int layer, int expert) {
 }
 
 moe_expert_source moe_expert_source_mmap(const moe_model *m) {
-    return (moe_expert_source){(void *)m, mmap_acquire, mmap_release};
+    return (moe_expert_source){(void *)m, mmap_acquire, mmap_release, NULL}; /* no prefetch: the kernel pages in */
 }

@@ -16,15 +16,21 @@ typedef struct moe_expert_source {
     /* Returns the expert's ET_COUNT weights, valid until release. */
     const moe_weight *(*acquire)(void *self, int layer, int expert);
     void (*release)(void *self, int layer, int expert);
+    /* Optional (NULL: no prefetch, e.g. the mapping): a hint that layer will
+     * soon acquire these n experts, most likely first. It returns at once;
+     * the source may read them in the background or ignore the hint. */
+    void (*prefetch)(void *self, int layer, int n, const int32_t *experts);
 } moe_expert_source;
 
 /* Experts served straight from the model's mapping. */
 moe_expert_source moe_expert_source_mmap(const moe_model *m);
 
-/* Softmax over all n_experts router logits, then the top k; with norm_topk the
- * k weights are rescaled to sum to one. Ties go to the lower expert index. */
-void moe_route_softmax_topk(const float *logits, int n_experts, int k, int norm_topk,
-                            int32_t *experts, float *weights);
+/* Chooses hp->n_experts_used experts from one token's router logits and
+ * weighs them, as the family's reference does (see router.c). bias: the
+ * per-expert correction bias, or NULL. scratch: moe_route_scratch(hp) floats. */
+void moe_route(const moe_hparams *hp, const float *logits, const float *bias, float *scratch, int32_t *experts,
+               float *weights);
+static inline int moe_route_scratch(const moe_hparams *hp) { return 2 * hp->n_experts + 2 * hp->n_groups; }
 
 /* A batch's (token, expert) pairs grouped by expert with a counting sort:
  * the pairs of expert e are slots [start[e], start[e+1]). */

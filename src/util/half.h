@@ -1,11 +1,12 @@
 /*
  * half.h — conversions between float32 and the 16-bit float formats (IEEE
- * binary16 and bfloat16). Scalar and exact: round-to-nearest-even on the way
+ * binary16 and bfloat16), and FP8 E4M3 to float32 (checkpoints ship it). Scalar and exact: round-to-nearest-even on the way
  * down, NaN kept a NaN. The kernels use these as their reference.
  */
 #ifndef MOE_UTIL_HALF_H
 #define MOE_UTIL_HALF_H
 
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -50,6 +51,17 @@ static inline uint16_t moe_f32_to_f16(float f) {
     }
     uint32_t r = absu + 0xfffu + ((absu >> 13) & 1u);                   /* round to nearest even */
     return (uint16_t)(sign | ((r - 0x38000000u) >> 13));
+}
+
+/* FP8 E4M3 ("e4m3fn", as DeepSeek-V3 ships): 4 exponent bits (bias 7), 3
+ * mantissa bits, no infinities; S.1111.111 is NaN, the largest finite 448. */
+static inline float moe_fp8_e4m3_to_f32(uint8_t v) {
+    const int e = (v >> 3) & 15, m = v & 7;
+    float x;
+    if (e == 15 && m == 7) x = NAN;
+    else if (e == 0) x = ldexpf((float)m, -9); /* subnormal: m/8 * 2^-6 */
+    else x = ldexpf((float)(8 + m), e - 10);  /* (1 + m/8) * 2^(e-7) */
+    return v & 0x80 ? -x : x;
 }
 
 #endif

@@ -14,8 +14,11 @@
 typedef struct moe_family moe_family;
 
 /* Parses config.json text into hp. Errors name the file and the field. */
-const moe_family *moe_family_from_config(const char *config_path, const char *text, moe_hparams *hp,
-                                         moe_error *err);
+/* Reads config.json into hp. Also what only the converter needs: the FP8
+ * block edge of quantization_config (128 when absent) and DeepSeek's
+ * num_nextn_predict_layers (0 when absent). */
+const moe_family *moe_family_from_config(const char *config_path, const char *text, moe_hparams *hp, int *fp8_block,
+                                         int *n_mtp_layers, moe_error *err);
 
 /* Hugging Face names of a layer tensor and of an expert tensor. */
 void moe_family_layer_name(const moe_family *f, char *buf, size_t n, int layer, moe_layer_tensor t);

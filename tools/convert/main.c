@@ -27,18 +27,29 @@
 
 #define CONVERTER_VERSION "moe-convert 0.1.0"
 
+/* Which part of its source a tensor is. MLA's kv_b_proj holds, per head,
+ * nope key rows then v value rows (all kv_lora_rank wide); the runtime wants
+ * each head's key block transposed (LT_K_B) and its value block (LT_V_B). */
+typedef enum slice_kind { SLICE_ALL, SLICE_KV_B_KEYS_T, SLICE_KV_B_VALUES } slice_kind;
+
 typedef struct job {
     char name[96];         /* canonical */
     const st_tensor *src;
+    const st_tensor *scale; /* FP8 sources: float block scales (weight_scale_inv) */
+    int block;             /* FP8 scale block edge */
     moe_dtype dtype;
     int n_dims;
     int64_t dims[2];       /* cols, rows */
     uint64_t align;
+    slice_kind slice;
+    int64_t nope, vdim;    /* kv_b slices: rows per head of keys and of values */
 } job;
 
 typedef struct plan {
     job *jobs;
     int n, cap;
+    int fp8_block;         /* quantization_config.weight_block_size */
+    int n_mtp_layers;      /* num_nextn_predict_layers */
 } plan;
 
 /* The temporary output, removed by the signal handler. A program-level
@@ -68,13 +79,30 @@ static int st_shape_matches(const st_tensor *t, int vector, int64_t rows, int64_
     return t->n_dims == 2 && t->shape[0] == rows && t->shape[1] == cols;
 }
 
+/* The FP8 block scales of an F8_E4M3 tensor: NAME_scale_inv, float, one per
+ * block x block tile (the last row and column of tiles may be partial). */
+static int find_scale(const st_checkpoint *ck, const st_tensor *t, int block, const st_tensor **out, moe_error *err) {
+    char name[512];
+    snprintf(name, sizeof name, "%s_scale_inv", t->name);
+    const st_tensor *s = st_find(ck, name);
+    if (!s) return moe_fail(err, "%s: tensor %s is FP8 but %s is missing", st_path(ck, t), t->name, name);
+    const int64_t rows = t->n_dims == 2 ? t->shape[0] : 1, cols = t->shape[t->n_dims - 1];
+    const int64_t want_r = (rows + block - 1) / block, want_c = (cols + block - 1) / block;
+    const int64_t got_r = s->n_dims == 2 ? s->shape[0] : -1, got_c = s->n_dims == 2 ? s->shape[1] : -1;
+    if (s->dtype == ST_OTHER || s->dtype == ST_F8_E4M3 || got_r != want_r || got_c != want_c)
+        return moe_fail(err, "%s: %s must be a float [%lld, %lld] for %lld x %lld blocks", st_path(ck, s), name,
+                        (long long)want_r, (long long)want_c, (long long)block, (long long)block);
+    *out = s;
+    return 0;
+}
+
 static int add_job(plan *p, const st_checkpoint *ck, const char *dir, const char *hf_name, const char *canon,
                    int vector, int64_t rows, int64_t cols, moe_dtype dtype, uint64_t align, moe_error *err) {
     const st_tensor *t = st_find(ck, hf_name);
     if (!t) return moe_fail(err, "%s: tensor %s is missing from the checkpoint", dir, hf_name);
     if (t->dtype == ST_OTHER)
-        return moe_fail(err, "%s: tensor %s has dtype %s, which is not supported (F32, F16, BF16)", st_path(ck, t),
-                        hf_name, t->dtype_name);
+        return moe_fail(err, "%s: tensor %s has dtype %s, which is not supported (F32, F16, BF16, F8_E4M3)",
+                        st_path(ck, t), hf_name, t->dtype_name);
     if (!st_shape_matches(t, vector, rows, cols)) {
         char got[128] = "";
         for (int d = 0; d < t->n_dims; d++) {
@@ -94,8 +122,56 @@ static int add_job(plan *p, const st_checkpoint *ck, const char *dir, const char
         p->cap = cap;
     }
     job *j = &p->jobs[p->n++];
-    *j = (job){.src = t, .dtype = dtype, .n_dims = vector ? 1 : 2, .dims = {cols, rows}, .align = align};
+    *j = (job){.src = t, .dtype = dtype, .n_dims = vector ? 1 : 2, .dims = {cols, rows}, .align = align,
+               .block = p->fp8_block};
     snprintf(j->name, sizeof j->name, "%s", canon);
+    if (t->dtype == ST_F8_E4M3 && find_scale(ck, t, p->fp8_block, &j->scale, err)) {
+        p->n--;
+        return -1;
+    }
+    return 0;
+}
+
+/* kv_b_proj as the runtime's per-head key (transposed) or value blocks. */
+static int add_kv_b_job(plan *p, const st_checkpoint *ck, const char *dir, const char *hf_name,
+                        const moe_tensor_spec *s, const moe_hparams *hp, moe_dtype dtype, moe_error *err) {
+    const int64_t H = hp->n_heads, nope = hp->qk_nope_dim, v = hp->v_head_dim, R = hp->kv_lora_rank;
+    if (add_job(p, ck, dir, hf_name, s->name, 0, H * (nope + v), R, dtype, s->align, err)) return -1;
+    job *j = &p->jobs[p->n - 1];
+    j->slice = s->id == LT_K_B ? SLICE_KV_B_KEYS_T : SLICE_KV_B_VALUES;
+    j->dims[0] = s->cols;
+    j->dims[1] = s->rows;
+    j->nope = nope;
+    j->vdim = v;
+    return 0;
+}
+
+/* DeepSeek's multi-token-prediction layers (model.layers.N and on, past the
+ * decoder): kept in the file as mtp.K.<rest> for later use, never run. */
+static int add_mtp_jobs(plan *p, const st_checkpoint *ck, const char *dir, const moe_hparams *hp,
+                        const moe_recipe *rec, moe_error *err) {
+    for (int i = 0; i < ck->n_tensors; i++) {
+        const st_tensor *t = &ck->tensors[i];
+        int layer, at = 0;
+        if (sscanf(t->name, "model.layers.%d.%n", &layer, &at) != 1 || !at || layer < hp->n_layers) continue;
+        const char *rest = t->name + at;
+        const size_t n = strlen(rest);
+        if (n > 10 && !strcmp(rest + n - 10, "_scale_inv")) continue; /* consumed with its tensor */
+        if (layer >= hp->n_layers + p->n_mtp_layers)
+            return moe_fail(err, "%s: tensor %s is past the %d decoder layers and the %d prediction layers", dir,
+                            t->name, hp->n_layers, p->n_mtp_layers);
+        char canon[96];
+        if (snprintf(canon, sizeof canon, "mtp.%d.%s", layer - hp->n_layers, rest) >= (int)sizeof canon)
+            return moe_fail(err, "%s: tensor name %s is too long", dir, t->name);
+        const int vector = t->n_dims == 1;
+        if (t->n_dims < 1 || t->n_dims > 2) return moe_fail(err, "%s: tensor %s is not 1- or 2-dimensional", dir, t->name);
+        const moe_dtype dt = vector || strstr(rest, ".gate.") ? MOE_F32
+                             : strstr(rest, ".experts.")    ? rec->type[MOE_TC_EXPERTS]
+                                                            : rec->type[MOE_TC_ATTN];
+        if (add_job(p, ck, dir, t->name, canon, vector, vector ? 1 : t->shape[0], t->shape[t->n_dims - 1], dt,
+                    MOEF_TENSOR_ALIGN, err))
+            return -1;
+    }
     return 0;
 }
 
@@ -119,9 +195,13 @@ static int make_plan(plan *p, const moe_family *fam, const moe_hparams *hp, cons
         case MOE_SPEC_LAYER: moe_family_layer_name(fam, hf, sizeof hf, s->layer, s->id); break;
         case MOE_SPEC_EXPERT: moe_family_expert_name(fam, hf, sizeof hf, s->layer, s->expert, s->id); break;
         }
-        rc = add_job(p, ck, dir, hf, s->name, s->vector, s->rows, s->cols, moe_spec_dtype(s, rec), s->align, err);
+        if (s->kind == MOE_SPEC_LAYER && (s->id == LT_K_B || s->id == LT_V_B))
+            rc = add_kv_b_job(p, ck, dir, hf, s, hp, moe_spec_dtype(s, rec), err);
+        else
+            rc = add_job(p, ck, dir, hf, s->name, s->vector, s->rows, s->cols, moe_spec_dtype(s, rec), s->align, err);
     }
     free(specs);
+    if (!rc && p->n_mtp_layers) rc = add_mtp_jobs(p, ck, dir, hp, rec, err);
     return rc;
 }
 
@@ -131,8 +211,28 @@ static float src_elem(const st_tensor *t, uint64_t i) {
     switch (t->dtype) {
     case ST_F32: { float f; memcpy(&f, p + 4 * i, 4); return f; }
     case ST_F16: memcpy(&h, p + 2 * i, 2); return moe_f16_to_f32(h);
+    case ST_F8_E4M3: return moe_fp8_e4m3_to_f32(p[i]);
     default: memcpy(&h, p + 2 * i, 2); return moe_bf16_to_f32(h);
     }
+}
+
+/* Element (row, col) of the job's tensor, from wherever it sits in the
+ * source, dequantized from FP8 with its block's scale. */
+static float job_elem(const job *j, int64_t row, int64_t col) {
+    const int64_t src_cols = j->src->shape[j->src->n_dims - 1], per_head = j->nope + j->vdim;
+    int64_t r = row, c = col;
+    if (j->slice == SLICE_KV_B_KEYS_T) { /* row: head h's latent index i (src_cols per head); col: key dim */
+        r = row / src_cols * per_head + col;
+        c = row % src_cols;
+    } else if (j->slice == SLICE_KV_B_VALUES) { /* row: head h's value dim */
+        r = row / j->vdim * per_head + j->nope + row % j->vdim;
+    }
+    float x = src_elem(j->src, (uint64_t)(r * src_cols + c));
+    if (j->scale) {
+        const int64_t tiles = (src_cols + j->block - 1) / j->block;
+        x *= src_elem(j->scale, (uint64_t)(r / j->block * tiles + c / j->block));
+    }
+    return x;
 }
 
 /* Converts the whole tensor into out, on all cores: chunks of rows are
@@ -153,7 +253,7 @@ static int convert_data(void *out, const job *j) {
         for (int64_t r0 = 0; r0 < rows; r0 += ROWS_PER_CHUNK) {
             if (!buf) continue;
             const int64_t n = rows - r0 < ROWS_PER_CHUNK ? rows - r0 : ROWS_PER_CHUNK;
-            for (int64_t i = 0; i < n * cols; i++) buf[i] = src_elem(j->src, (uint64_t)(r0 * cols + i));
+            for (int64_t i = 0; i < n * cols; i++) buf[i] = job_elem(j, r0 + i / cols, i % cols);
             moe_quantize(j->dtype, buf, n, cols, (uint8_t *)out + moe_tensor_bytes(j->dtype, (uint64_t)r0, (uint64_t)cols));
         }
         free(buf);
@@ -288,6 +388,7 @@ static int write_model(const plan *p, const st_checkpoint *ck, const moe_hparams
             break;
         }
         st_release(ck, j->src);
+        if (j->scale) st_release(ck, j->scale);
         rc = moef_writer_data(w, i, buf, err);
         if (tty) progress(i + 1, p->n, j->name);
     }
@@ -356,10 +457,11 @@ int main(int argc, char **argv) {
     snprintf(config_path, sizeof config_path, "%s/config.json", dir);
     char *config = moe_read_file(config_path, NULL, &err);
     moe_hparams hp;
-    const moe_family *fam = config ? moe_family_from_config(config_path, config, &hp, &err) : NULL;
+    plan p = {0};
+    const moe_family *fam =
+        config ? moe_family_from_config(config_path, config, &hp, &p.fp8_block, &p.n_mtp_layers, &err) : NULL;
     free(config);
     st_checkpoint ck = {0};
-    plan p = {0};
     int rc = !fam || st_open(&ck, dir, &err) || make_plan(&p, fam, &hp, &ck, dir, &rec, &err);
     text_files text = {0};
     if (!rc) rc = read_text_files(&text, dir, &err);

@@ -30,12 +30,13 @@ static int cmp_name(const void *a, const void *b) {
     return strcmp(((const st_tensor *)a)->name, ((const st_tensor *)b)->name);
 }
 
-static int elem_size(st_dtype t) { return t == ST_F32 ? 4 : 2; }
+static int elem_size(st_dtype t) { return t == ST_F32 ? 4 : t == ST_F8_E4M3 ? 1 : 2; }
 
 static st_dtype parse_dtype(const char *s) {
     if (!strcmp(s, "F32")) return ST_F32;
     if (!strcmp(s, "F16")) return ST_F16;
     if (!strcmp(s, "BF16")) return ST_BF16;
+    if (!strcmp(s, "F8_E4M3")) return ST_F8_E4M3;
     return ST_OTHER;
 }
 

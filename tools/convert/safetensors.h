@@ -12,7 +12,7 @@
 
 #include "moe.h"
 
-typedef enum st_dtype { ST_F32, ST_F16, ST_BF16, ST_OTHER } st_dtype;
+typedef enum st_dtype { ST_F32, ST_F16, ST_BF16, ST_F8_E4M3, ST_OTHER } st_dtype;
 
 typedef struct st_tensor {
     char *name;
