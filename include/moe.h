@@ -151,6 +151,11 @@ int moe_model_verify(const moe_model *m,
  * embedding row (the KV cache is not counted). */
 uint64_t moe_model_bytes_per_token(const moe_model *m);
 
+/* Bytes the KV cache holds per token (all layers; values are float32): 2 x
+ * kv heads x head_dim per layer, or with MLA only the latent and the rope
+ * key, kv_lora_rank + qk_rope_head_dim. */
+uint64_t moe_model_kv_bytes_per_token(const moe_model *m);
+
 /* Bytes of all routed experts of all layers (what an expert cache budget is a share of). */
 uint64_t moe_model_routed_expert_bytes(const moe_model *m);
 

@@ -668,6 +668,36 @@ def _(t):
     t.convert_fails(hf, "model.embed_tokens.weight", shape_re(VOCAB, 64), shape_re(VOCAB, 72))
 
 
+DS3_FP8 = "model.layers.1.self_attn.kv_b_proj.weight"
+
+
+@case("DeepSeek-V3: an FP8 weight without its weight_scale_inv: convert fails naming both")
+def _(t):
+    hf = t.checkpoint("deepseek_v3")
+    edit_safetensors(model_st(hf), lambda ts: ts.pop(DS3_FP8 + "_scale_inv"))
+    t.convert_fails(hf, DS3_FP8, DS3_FP8 + "_scale_inv")
+
+
+@case("DeepSeek-V3: weight_scale_inv of the wrong shape: convert fails naming it and the block grid")
+def _(t):
+    hf = t.checkpoint("deepseek_v3")
+
+    def edit(ts):
+        ts[DS3_FP8 + "_scale_inv"] = ["F32", [2, 1], bytes(8)]
+    edit_safetensors(model_st(hf), edit)
+    t.convert_fails(hf, DS3_FP8 + "_scale_inv", "[1, 1]")
+
+
+@case("DeepSeek: topk_method \"bogus\" and scoring_func \"tanh\": convert fails naming the field and value")
+def _(t):
+    hf = t.checkpoint("deepseek_v3")
+    edit_config(hf, lambda c: c.update(topk_method="bogus"))
+    t.convert_fails(hf, "topk_method", "bogus")
+    hf = t.checkpoint("deepseek_v2")
+    edit_config(hf, lambda c: c.update(scoring_func="tanh"))
+    t.convert_fails(hf, "scoring_func", "tanh")
+
+
 @case("q_proj written as [64, 64] (config implies [96, 64]): convert fails naming it and both shapes")
 def _(t):
     hf = t.checkpoint()

@@ -45,8 +45,8 @@ sys.path.insert(0, os.path.join(HERE, "reference"))
 import gen_checkpoint  # noqa: E402
 import reference       # noqa: E402
 
-FAMILIES = ("mixtral", "qwen2_moe", "qwen3_moe", "olmoe")
-SEEDS = {"mixtral": 105, "qwen2_moe": 202, "qwen3_moe": 308, "olmoe": 408}
+FAMILIES = ("mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "deepseek_v2", "deepseek_v3")
+SEEDS = {"mixtral": 105, "qwen2_moe": 202, "qwen3_moe": 308, "olmoe": 408, "deepseek_v2": 2, "deepseek_v3": 54}
 PROMPT_LEN = 20
 N_GEN = 16
 TOL_LOGITS = {"f32": 1e-3, "bf16": 1e-2}
@@ -168,7 +168,12 @@ def runtime_case(args, family, dtype, shards):
     ref = read_logits(ref_path, vocab, P + N, "reference")
 
     moe = hf + ".moe"
-    convert = [args.convert, hf, "-o", moe, "--quant", dtype]
+    # DeepSeek-V3 ships FP8 weights with block scales: converted to f32 they
+    # are exact, while --quant bf16 would round them a second time, away from
+    # the reference (which keeps fp8 x scale exactly). Its bf16 case covers
+    # the bf16 tensors beside the FP8 ones, at the f32 tolerance.
+    quant = "f32" if family == "deepseek_v3" else dtype
+    convert = [args.convert, hf, "-o", moe, "--quant", quant]
     run(convert, "moe-convert")
 
     x_path = hf + ".X.bin"
@@ -187,8 +192,8 @@ def runtime_case(args, family, dtype, shards):
     # is computed at generated token i, so it differs once that token does.
     mismatch = next((i for i in range(N) if ids[i] != ref_ids[i]), None)
     n_rows = P + N if mismatch is None else P + mismatch
-    ok, rel, details = compare(X[:n_rows], ref[:n_rows], TOL_LOGITS[dtype], P)
-    line = f"logits rel err {rel:.3g} (tol {TOL_LOGITS[dtype]:g}, {details})"
+    ok, rel, details = compare(X[:n_rows], ref[:n_rows], TOL_LOGITS[quant], P)
+    line = f"logits rel err {rel:.3g} (tol {TOL_LOGITS[quant]:g}, {details})"
     if mismatch is not None:
         problems.append(f"generated ids differ from token {mismatch} on: "
                         f"moe {ids} vs reference {ref_ids}")
@@ -205,9 +210,31 @@ def runtime_case(args, family, dtype, shards):
     if not ok2:
         problems.append(f"cache vs prefill over tolerance: {details2}")
     line += f"; {margin_note(stats)}"
+    if family.startswith("deepseek"):
+        problems += deepseek_checks(args, hf, moe)
     if problems:
         raise CaseFailure(line + "\n    " + "\n    ".join(problems))
     return line
+
+
+def deepseek_checks(args, hf, moe):
+    """MLA caches only the latent and the rope key; the MTP layer is kept, not run."""
+    with open(os.path.join(hf, "config.json")) as f:
+        cfg = json.load(f)
+    info = run([args.cli, "info", "-m", moe, "--tensors"], "moe-cli info")
+    want = (cfg["kv_lora_rank"] + cfg["qk_rope_head_dim"]) * cfg["num_hidden_layers"] * 4
+    problems = []
+    if f"KV cache:        {want} bytes per token" not in info:
+        problems.append(f"KV cache per token is not (kv_lora_rank + qk_rope_head_dim) x layers x 4 = {want}")
+    mtp = [line for line in info.splitlines() if line.strip().startswith("mtp.")]
+    n_mtp = cfg.get("num_nextn_predict_layers", 0)
+    if n_mtp and not any(".eh_proj.weight" in line for line in mtp):
+        problems.append("the multi-token-prediction layer is not kept in the file (mtp.*)")
+    if not n_mtp and mtp:
+        problems.append("mtp.* tensors in a model without prediction layers")
+    if any(f"blk.{cfg['num_hidden_layers']}." in line for line in info.splitlines()):
+        problems.append("the prediction layer was taken for a decoder layer")
+    return problems
 
 
 # --------------------------------------------------------------------------

@@ -3,7 +3,9 @@
 
     reference.py DIR --tokens 1,2,3 -n N --logits-out PATH [--stats-out JSON]
 
-Families: Mixtral, Qwen2-MoE, Qwen3-MoE, OLMoE (config.json "model_type").
+Families: Mixtral, Qwen2-MoE, Qwen3-MoE, OLMoE, DeepSeek-V2, DeepSeek-V3
+(config.json "model_type"; DeepSeek: see DeepseekModel below for the sources
+followed and the choices made where they differ).
 Written from the Hugging Face transformers modeling code, not from the moe
 runtime:
     src/transformers/models/mixtral/modeling_mixtral.py
@@ -12,7 +14,8 @@ runtime:
     src/transformers/models/olmoe/modeling_olmoe.py
     (+ configuration_*.py for defaults, modeling_rope_utils.py for "linear")
 Everything is computed in float64 from the stored weights (F32/BF16/F16/F64,
-single-file or sharded via model.safetensors.index.json).
+F8_E4M3 with 128x128 block scales, single-file or sharded via
+model.safetensors.index.json).
 
 Greedy generation: the prompt has P tokens; token 1 is the argmax of the
 logits at the last prompt position, and every generated token is appended and
@@ -38,6 +41,17 @@ import numpy as np
 _ST_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2"}
 
 
+def fp8_e4m3fn_to_float(codes):
+    """uint8 e4m3fn codes -> float64 (torch.float8_e4m3fn): sign, 4-bit
+    exponent with bias 7, 3-bit mantissa; exponent 0 is subnormal
+    (m/8 * 2^-6); S.1111.111 is NaN; no infinities (max 448)."""
+    c = codes.astype(np.int64)
+    e, m = (c >> 3) & 0xF, (c & 7).astype(np.float64)
+    mag = np.where(e == 0, np.ldexp(m / 8.0, -6), np.ldexp(1.0 + m / 8.0, e - 7))
+    mag = np.where((c & 0x7F) == 0x7F, np.nan, mag)
+    return np.where(c & 0x80, -mag, mag)
+
+
 def read_safetensors(path):
     """{name: float64 array} of one .safetensors file."""
     with open(path, "rb") as f:
@@ -54,6 +68,8 @@ def read_safetensors(path):
         if info["dtype"] == "BF16":
             bits = np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16
             x = bits.view(np.float32)
+        elif info["dtype"] == "F8_E4M3":
+            x = fp8_e4m3fn_to_float(np.frombuffer(raw, dtype=np.uint8))
         elif info["dtype"] in _ST_DTYPES:
             x = np.frombuffer(raw, dtype=_ST_DTYPES[info["dtype"]])
         else:
@@ -144,7 +160,15 @@ def swiglu(x, gate, up, down):
 # --------------------------------------------------------------------------
 
 class Model:
-    """A HF MoE decoder whose weights are all read (and checked used) at init."""
+    """A HF MoE decoder whose weights are all read (and checked used) at init.
+
+    Model(config, tensors) with a DeepSeek model_type gives a DeepseekModel."""
+
+    def __new__(cls, config=None, tensors=None):
+        if (cls is Model and isinstance(config, dict)
+                and config.get("model_type") in DEEPSEEK_FAMILIES):
+            cls = DeepseekModel
+        return super().__new__(cls)
 
     def __init__(self, config, tensors):
         self.cfg = c = config
@@ -327,6 +351,413 @@ class Model:
         if tokens.min() < 0 or tokens.max() >= self.vocab:
             raise ValueError("token id out of range")
         cos, sin = rope_cos_sin(self.cfg, self.head_dim, T)
+        h = self.embed[tokens]
+        for L in self.layers:
+            h = h + self.attention(L, rms_norm(h, L["in_norm"], self.eps), cos, sin)
+            x = rms_norm(h, L["post_norm"], self.eps)
+            h = h + (swiglu(x, *L["dense"]) if "dense" in L else self.moe(L, x, stats))
+        return rms_norm(h, self.final_norm, self.eps) @ self.lm_head.T
+
+
+# --------------------------------------------------------------------------
+# DeepSeek-V2 / V3
+# --------------------------------------------------------------------------
+#
+# Followed (read from the public copies in the search index):
+#   [HF3]  huggingface/transformers src/transformers/models/deepseek_v3/
+#          modeling_deepseek_v3.py (DeepseekV3TopkRouter, DeepseekV3MoE,
+#          DeepseekV3Attention, apply_rotary_pos_emb_interleave,
+#          yarn_get_mscale)
+#   [HF2]  huggingface/transformers src/transformers/models/deepseek_v2/
+#          modeling_deepseek_v2.py (DeepseekV2Moe.route_tokens_to_experts,
+#          DeepseekV2Attention, apply_rotary_emb)
+#   [DS]   DeepSeek's own modeling_deepseek.py shipped with the checkpoints
+#          (deepseek-ai/DeepSeek-V2-Lite and deepseek-ai/DeepSeek-V3 on the
+#          HF hub; read through copies in public repos): MoEGate,
+#          DeepseekV2YarnRotaryEmbedding / yarn_find_correction_range /
+#          yarn_linear_ramp_mask / yarn_get_mscale, apply_rotary_pos_emb,
+#          DeepseekV2Attention.softmax_scale, DeepseekV2DecoderLayer
+#   [DSI]  deepseek-ai/DeepSeek-V3 inference/model.py (Gate) and
+#          README_WEIGHTS.md (FP8 block scales, MTP layer naming)
+#
+# Where they differ, the choice made here (= [DS], the code the checkpoints
+# were released with):
+#   * RoPE layout: rope on the qk_rope_head_dim part only, rotating ADJACENT
+#     pairs (x[2i], x[2i+1]) by pos * inv_freq[i].  [DS] de-interleaves
+#     (view(..., d/2, 2).transpose) then uses rotate_half with
+#     cat(freqs, freqs); [HF3] does the same when config.rope_interleave
+#     (default True); [HF2] uses complex pairs; [DSI] view_as_complex: all
+#     the same rotation.  The output order of the rope dims differs between
+#     them (pairs vs halves), which changes nothing since q and k get the same
+#     order.  The non-interleaved (rotate_half on the raw halves) variant is
+#     WRONG for these checkpoints.
+#   * YaRN ([DS], = transformers' "yarn" rope init): inv_freq mixes
+#     extrapolation 1/theta^(2i/d) and interpolation (/factor) with
+#     mask = 1 - clamp((i - low) / (high - low), 0, 1), low = floor(corr(beta_fast)),
+#     high = ceil(corr(beta_slow)), corr(r) = d ln(orig_max / (2 pi r)) / (2 ln theta),
+#     clamped to [0, d-1], d = qk_rope_head_dim; cos and sin multiplied by
+#     mscale(factor, mscale) / mscale(factor, mscale_all_dim), mscale(s, m) =
+#     0.1 m ln s + 1 (1 if s <= 1).  Softmax scale = (nope + rope)^-0.5 x
+#     mscale(factor, mscale_all_dim)^2 when mscale_all_dim is set ([DS],
+#     [HF3]); [HF2] omits this mscale^2 (a transformers port difference; not
+#     followed).
+#   * V2 routing ([DS] MoEGate): softmax scores; topk_method "greedy" = plain
+#     top-k, "group_limited_greedy" = groups scored by their MAX score, keep
+#     topk_group groups, top-k among their experts; then if top_k > 1 and
+#     norm_topk_prob: weights /= sum (and NO routed_scaling_factor), else
+#     weights *= routed_scaling_factor.  [HF2] ignores norm_topk_prob and
+#     always multiplies: identical for V2-Lite (norm_topk_prob false).
+#   * V3 routing ([DS] noaux_tc, [HF3]): sigmoid scores; choice scores =
+#     scores + e_score_correction_bias; group score = sum of the top-2 choice
+#     scores of the group; keep topk_group groups; top-k choice scores among
+#     their experts; weights = UNBIASED scores of the chosen, divided by their
+#     sum if norm_topk_prob, then x routed_scaling_factor (always).  The
+#     unchosen groups are excluded (-inf, as [DSI]); [DS]/[HF3] fill them with
+#     0.0, which differs only if a chosen group has a negative choice score
+#     (impossible when the bias is >= 0, as gen_checkpoint.py makes it).
+#   * Shared experts: one SwiGLU MLP of width moe_intermediate_size *
+#     n_shared_experts, added unweighted.  Dense MLP (intermediate_size)
+#     where not (layer >= first_k_dense_replace and layer % moe_layer_freq
+#     == 0) ([DS]; transformers ignores moe_layer_freq).
+#   * FP8 ([DSI] README_WEIGHTS.md): w = e4m3 value * weight_scale_inv[i //
+#     128, j // 128] (block size from quantization_config.weight_block_size).
+#   * MTP ([DSI] README_WEIGHTS.md): layers num_hidden_layers ..
+#     num_hidden_layers + num_nextn_predict_layers - 1 are read into
+#     model.mtp_tensors and never run.
+
+DEEPSEEK_FAMILIES = ("deepseek_v2", "deepseek_v3")
+
+
+def yarn_get_mscale(scale=1.0, mscale=1.0):
+    """[DS] yarn_get_mscale."""
+    if scale <= 1:
+        return 1.0
+    return 0.1 * mscale * np.log(scale) + 1.0
+
+
+def deepseek_rope(config):
+    """(inv_freq [d/2], cos/sin multiplier) of the qk_rope_head_dim part."""
+    d = config["qk_rope_head_dim"]
+    theta = float(config.get("rope_theta", 10000.0))
+    extra = 1.0 / theta ** (np.arange(0, d, 2, dtype=np.float64) / d)
+    rs = config.get("rope_scaling")
+    if not rs:
+        return extra, 1.0
+    kind = rs.get("type", rs.get("rope_type"))
+    if kind != "yarn":
+        raise NotImplementedError(f"DeepSeek rope_scaling type {kind!r}")
+    factor = float(rs["factor"])
+    orig = rs.get("original_max_position_embeddings", 4096)
+    beta_fast, beta_slow = rs.get("beta_fast", 32), rs.get("beta_slow", 1)
+
+    def corr_dim(rot):
+        return d * np.log(orig / (rot * 2 * np.pi)) / (2 * np.log(theta))
+
+    low = max(int(np.floor(corr_dim(beta_fast))), 0)
+    high = min(int(np.ceil(corr_dim(beta_slow))), d - 1)
+    if low == high:
+        high += 0.001
+    ramp = np.clip((np.arange(d // 2, dtype=np.float64) - low) / (high - low), 0.0, 1.0)
+    mask = 1.0 - ramp                 # 1: extrapolate (keep), 0: interpolate
+    inv_freq = (extra / factor) * (1.0 - mask) + extra * mask
+    attn = (yarn_get_mscale(factor, rs.get("mscale", 1))
+            / yarn_get_mscale(factor, rs.get("mscale_all_dim", 0)))
+    return inv_freq, attn
+
+
+def deepseek_softmax_scale(config):
+    """[DS] DeepseekV2Attention.softmax_scale: (nope+rope)^-0.5, times
+    mscale(factor, mscale_all_dim)^2 when rope_scaling has mscale_all_dim."""
+    scale = (config["qk_nope_head_dim"] + config["qk_rope_head_dim"]) ** -0.5
+    rs = config.get("rope_scaling")
+    if rs and rs.get("mscale_all_dim"):
+        m = yarn_get_mscale(float(rs["factor"]), rs["mscale_all_dim"])
+        scale *= m * m
+    return scale
+
+
+def rope_pairs(x, cos, sin):
+    """Rotate adjacent pairs (x[..., 2i], x[..., 2i+1]) by angle i (cos/sin
+    [T, d/2], already times the YaRN multiplier); pair layout is kept."""
+    x0, x1 = x[..., 0::2], x[..., 1::2]
+    y = np.empty_like(x)
+    y[..., 0::2] = x0 * cos - x1 * sin
+    y[..., 1::2] = x0 * sin + x1 * cos
+    return y
+
+
+def _topk_desc(values, k):
+    """Indices of the k largest per row, largest first (stable on ties)."""
+    return np.argsort(-values, axis=-1, kind="stable")[..., :k]
+
+
+def route_v3(scores, bias, n_group, topk_group, k, norm, scale):
+    """DeepSeek-V3 noaux_tc routing of sigmoid `scores` [T, E] (or [E]).
+
+    Returns (idx [T, k], weights [T, k]), best choice first.  Choice scores
+    are scores + bias; a group's score is the sum of its top-2 choice
+    scores; the topk_group best groups are kept; the k best choice scores
+    among their experts are chosen; the weights are the unbiased scores of
+    the chosen, normalized to sum 1 if norm (and k > 1), times scale."""
+    scores = np.atleast_2d(np.asarray(scores, dtype=np.float64))
+    T, E = scores.shape
+    choice = scores + (0.0 if bias is None else np.asarray(bias, dtype=np.float64))
+    grouped = choice.reshape(T, n_group, E // n_group)
+    group_scores = np.sort(grouped, axis=-1)[..., -2:].sum(axis=-1)       # [T, G]
+    keep = _topk_desc(group_scores, topk_group)
+    gmask = np.zeros((T, n_group), dtype=bool)
+    np.put_along_axis(gmask, keep, True, axis=-1)
+    masked = np.where(np.repeat(gmask, E // n_group, axis=-1), choice, -np.inf)
+    idx = _topk_desc(masked, k)
+    w = np.take_along_axis(scores, idx, axis=-1)
+    if norm and k > 1:
+        w = w / (w.sum(axis=-1, keepdims=True) + 1e-20)
+    return idx, w * scale
+
+
+def route_v2(scores, k, topk_method="greedy", n_group=1, topk_group=1,
+             norm=False, scale=1.0):
+    """DeepSeek-V2 routing of softmax `scores` [T, E] (or [E]) ([DS] MoEGate).
+
+    greedy: top-k of all; group_limited_greedy: keep the topk_group groups
+    with the largest MAX score, top-k among them.  Then if norm and k > 1
+    the weights are divided by their sum (no scale), else multiplied by
+    scale.  Returns (idx [T, k], weights [T, k]), best first."""
+    scores = np.atleast_2d(np.asarray(scores, dtype=np.float64))
+    T, E = scores.shape
+    if topk_method == "greedy":
+        masked = scores
+    elif topk_method == "group_limited_greedy":
+        group_scores = scores.reshape(T, n_group, E // n_group).max(axis=-1)
+        keep = _topk_desc(group_scores, topk_group)
+        gmask = np.zeros((T, n_group), dtype=bool)
+        np.put_along_axis(gmask, keep, True, axis=-1)
+        masked = np.where(np.repeat(gmask, E // n_group, axis=-1), scores, -np.inf)
+    else:
+        raise NotImplementedError(f"topk_method {topk_method!r}")
+    idx = _topk_desc(masked, k)
+    w = np.take_along_axis(scores, idx, axis=-1)
+    if norm and k > 1:
+        w = w / (w.sum(axis=-1, keepdims=True) + 1e-20)
+    else:
+        w = w * scale
+    return idx, w
+
+
+def fp8_block_dequant(w, scale_inv, block):
+    """w * scale_inv[i // bo, j // bi] (DeepSeek-V3 README_WEIGHTS.md)."""
+    bo, bi = block
+    out, inn = w.shape
+    want = (-(-out // bo), -(-inn // bi))
+    if tuple(scale_inv.shape) != want:
+        raise ValueError(f"weight_scale_inv shape {scale_inv.shape} for weight "
+                         f"{w.shape}, expected {want}")
+    s = np.repeat(np.repeat(scale_inv, bo, axis=0), bi, axis=1)[:out, :inn]
+    return w * s
+
+
+class DeepseekModel(Model):
+    """DeepSeek-V2 / V3 (MLA attention, shared + routed experts); see the
+    comment block above for the sources and choices.  Weights are read (and
+    FP8 ones dequantized) at init; every tensor must be used, except the MTP
+    layer's, which are kept in self.mtp_tensors."""
+
+    def __init__(self, config, tensors):
+        self.cfg = c = config
+        self.family = c["model_type"]
+        if c.get("hidden_act", "silu") != "silu":
+            raise NotImplementedError(f"hidden_act {c['hidden_act']!r}")
+        self.H = c["hidden_size"]
+        self.n_heads = c["num_attention_heads"]
+        self.q_lora_rank = c.get("q_lora_rank")
+        self.kv_lora_rank = c["kv_lora_rank"]
+        self.d_nope, self.d_rope = c["qk_nope_head_dim"], c["qk_rope_head_dim"]
+        self.d_v = c["v_head_dim"]
+        self.head_dim = self.d_nope + self.d_rope      # q/k head width
+        self.scaling = deepseek_softmax_scale(c)
+        self.inv_freq, self.rope_mscale = deepseek_rope(c)
+        self.eps = c["rms_norm_eps"]
+        self.n_layers = c["num_hidden_layers"]
+        self.vocab = c["vocab_size"]
+        self.n_experts = c.get("n_routed_experts")
+        self.top_k = c.get("num_experts_per_tok")
+        self.scoring_func = c.get("scoring_func", "softmax")
+        self.topk_method = c.get("topk_method", "greedy")
+        self.n_group = c.get("n_group") or 1
+        self.topk_group = c.get("topk_group") or 1
+        self.norm_topk = bool(c.get("norm_topk_prob", False))
+        self.routed_scaling = float(c.get("routed_scaling_factor", 1.0))
+        self.attn_bias = bool(c.get("attention_bias", False))
+        self.sliding_window = None
+        qc = c.get("quantization_config")
+        self.block = tuple(qc.get("weight_block_size", (128, 128))) if qc else (128, 128)
+
+        self._tensors = dict(tensors)
+        n_mtp = c.get("num_nextn_predict_layers", 0) or 0
+        mtp_prefixes = tuple(f"model.layers.{self.n_layers + j}." for j in range(n_mtp))
+        self.mtp_tensors = {k: self._tensors.pop(k) for k in list(self._tensors)
+                            if mtp_prefixes and k.startswith(mtp_prefixes)}
+        take = self._take
+        self.embed = take("model.embed_tokens.weight")
+        tied = c.get("tie_word_embeddings", False) and "lm_head.weight" not in tensors
+        self.lm_head = self.embed if tied else take("lm_head.weight")
+        self.final_norm = take("model.norm.weight")
+        self.layers = [self._load_layer(i) for i in range(self.n_layers)]
+        if self._tensors:
+            raise ValueError("checkpoint tensors the reference did not use: "
+                             + ", ".join(sorted(self._tensors)[:10]))
+
+    def _linear(self, prefix, bias=False):
+        """(weight, bias or None) of prefix.weight, dequantized when a
+        prefix.weight_scale_inv companion exists."""
+        w = self._take(f"{prefix}.weight")
+        if f"{prefix}.weight_scale_inv" in self._tensors:
+            w = fp8_block_dequant(w, self._take(f"{prefix}.weight_scale_inv"), self.block)
+        b = self._take(f"{prefix}.bias") if bias else None
+        return w, b
+
+    def _mlp3(self, prefix):
+        return tuple(self._linear(f"{prefix}.{n}")[0]
+                     for n in ("gate_proj", "up_proj", "down_proj"))
+
+    def _is_moe(self, i):
+        c = self.cfg
+        return (self.n_experts is not None
+                and i >= c.get("first_k_dense_replace", 0)
+                and i % c.get("moe_layer_freq", 1) == 0)
+
+    def _load_layer(self, i):
+        take, ab = self._take, self.attn_bias
+        p = f"model.layers.{i}"
+        a = f"{p}.self_attn"
+        L = {"in_norm": take(f"{p}.input_layernorm.weight"),
+             "post_norm": take(f"{p}.post_attention_layernorm.weight")}
+        if self.q_lora_rank is None:
+            L["wq"], _ = self._linear(f"{a}.q_proj")
+        else:
+            L["wq_a"], L["bq_a"] = self._linear(f"{a}.q_a_proj", ab)
+            L["q_a_norm"] = take(f"{a}.q_a_layernorm.weight")
+            L["wq_b"], _ = self._linear(f"{a}.q_b_proj")
+        L["wkv_a"], L["bkv_a"] = self._linear(f"{a}.kv_a_proj_with_mqa", ab)
+        L["kv_a_norm"] = take(f"{a}.kv_a_layernorm.weight")
+        L["wkv_b"], _ = self._linear(f"{a}.kv_b_proj")
+        L["wo"], L["bo"] = self._linear(f"{a}.o_proj", ab)
+        m = f"{p}.mlp"
+        if not self._is_moe(i):
+            L["dense"] = self._mlp3(m)
+            return L
+        L["router"] = take(f"{m}.gate.weight")
+        if self.topk_method == "noaux_tc":
+            L["score_bias"] = take(f"{m}.gate.e_score_correction_bias")
+        L["experts"] = [self._mlp3(f"{m}.experts.{e}") for e in range(self.n_experts)]
+        if self.cfg.get("n_shared_experts"):
+            L["shared"] = self._mlp3(f"{m}.shared_experts")
+        return L
+
+    # ---- forward ---------------------------------------------------------
+
+    def rope_cos_sin(self, T):
+        """cos, sin [T, d_rope/2] of positions 0..T-1, times the YaRN mscale."""
+        ang = np.outer(np.arange(T, dtype=np.float64), self.inv_freq)
+        return np.cos(ang) * self.rope_mscale, np.sin(ang) * self.rope_mscale
+
+    def attention(self, L, x, cos, sin):
+        """MLA, expanded form: per head q = [q_nope, rope(q_pe)],
+        k = [k_nope, rope(k_pe)] with k_pe shared by all heads."""
+        T, nh = x.shape[0], self.n_heads
+        if self.q_lora_rank is None:
+            q = x @ L["wq"].T
+        else:
+            qa = x @ L["wq_a"].T
+            if L["bq_a"] is not None:
+                qa = qa + L["bq_a"]
+            q = rms_norm(qa, L["q_a_norm"], self.eps) @ L["wq_b"].T
+        q = q.reshape(T, nh, self.head_dim).transpose(1, 0, 2)       # [nh, T, d]
+        q_nope, q_pe = q[..., :self.d_nope], q[..., self.d_nope:]
+        kv_a = x @ L["wkv_a"].T
+        if L["bkv_a"] is not None:
+            kv_a = kv_a + L["bkv_a"]
+        latent, k_pe = kv_a[:, :self.kv_lora_rank], kv_a[:, self.kv_lora_rank:]
+        kv = rms_norm(latent, L["kv_a_norm"], self.eps) @ L["wkv_b"].T
+        kv = kv.reshape(T, nh, self.d_nope + self.d_v).transpose(1, 0, 2)
+        k_nope, v = kv[..., :self.d_nope], kv[..., self.d_nope:]
+        q_pe = rope_pairs(q_pe, cos, sin)
+        k_pe = rope_pairs(k_pe, cos, sin)                             # [T, r]
+        scores = (q_nope @ k_nope.transpose(0, 2, 1) + q_pe @ k_pe.T) * self.scaling
+        mask = np.triu(np.ones((T, T), dtype=bool), 1)
+        scores = np.where(mask, -np.inf, scores)
+        out = softmax(scores) @ v                                     # [nh, T, v]
+        out = out.transpose(1, 0, 2).reshape(T, nh * self.d_v) @ L["wo"].T
+        return out if L["bo"] is None else out + L["bo"]
+
+    def route(self, L, x):
+        """(idx [T, k], weights [T, k], choice scores [T, E], group scores or
+        None); for softmax scoring the last two are in logit units."""
+        logits = x @ L["router"].T
+        if self.scoring_func == "sigmoid":
+            scores = sigmoid(logits)
+        elif self.scoring_func == "softmax":
+            scores = softmax(logits)
+        else:
+            raise NotImplementedError(f"scoring_func {self.scoring_func!r}")
+        T, E = scores.shape
+        if self.topk_method == "noaux_tc":
+            idx, w = route_v3(scores, L["score_bias"], self.n_group, self.topk_group,
+                              self.top_k, self.norm_topk, self.routed_scaling)
+            choice = scores + L["score_bias"]
+            groups = np.sort(choice.reshape(T, self.n_group, -1), axis=-1)[..., -2:].sum(-1)
+        else:
+            idx, w = route_v2(scores, self.top_k, self.topk_method, self.n_group,
+                              self.topk_group, self.norm_topk, self.routed_scaling)
+            # softmax is monotonic: margins in logit units, as for the other
+            # families (the choice itself is made on the probabilities).
+            choice = logits
+            groups = (logits.reshape(T, self.n_group, -1).max(-1)
+                      if self.topk_method == "group_limited_greedy" else None)
+        return idx, w, choice, groups
+
+    def moe(self, L, x, stats):
+        idx, w, choice, groups = self.route(L, x)
+        T, E = choice.shape
+        # Stats: top-k weight sums BEFORE routed_scaling_factor (1 when
+        # renormalized); decision margins: k-th vs (k+1)-th choice score among
+        # the allowed experts, topk_group-th vs next group score.
+        unscaled = w if (self.topk_method != "noaux_tc" and self.norm_topk and self.top_k > 1) \
+            else w / self.routed_scaling
+        wsum = unscaled.sum(axis=-1)
+        stats["min_topk_weight_sum"] = min(stats.get("min_topk_weight_sum", np.inf), float(wsum.min()))
+        stats["max_topk_weight_sum"] = max(stats.get("max_topk_weight_sum", -np.inf), float(wsum.max()))
+        gaps = []
+        allowed = np.ones_like(choice, dtype=bool)
+        if groups is not None and self.topk_group < self.n_group:
+            g = np.sort(groups, axis=-1)[:, ::-1]
+            ggap = g[:, self.topk_group - 1] - g[:, self.topk_group]
+            stats["min_group_gap"] = min(stats.get("min_group_gap", np.inf), float(ggap.min()))
+            gaps.append(ggap.min())
+            keep = _topk_desc(groups, self.topk_group)
+            gm = np.zeros_like(groups, dtype=bool)
+            np.put_along_axis(gm, keep, True, axis=-1)
+            allowed = np.repeat(gm, E // self.n_group, axis=-1)
+        if self.top_k < allowed.sum(axis=-1).min():
+            srt = np.sort(np.where(allowed, choice, -np.inf), axis=-1)[:, ::-1]
+            gaps.append((srt[:, self.top_k - 1] - srt[:, self.top_k]).min())
+        if gaps:
+            stats["min_router_gap"] = min(stats.get("min_router_gap", np.inf), float(min(gaps)))
+        out = np.zeros_like(x)
+        for e in np.unique(idx):
+            rows, slot = np.nonzero(idx == e)
+            out[rows] += swiglu(x[rows], *L["experts"][e]) * w[rows, slot][:, None]
+        if "shared" in L:
+            out += swiglu(x, *L["shared"])
+        return out
+
+    def forward(self, tokens, stats=None):
+        """Logits [T, vocab] (float64) for the token sequence, positions 0..T-1."""
+        stats = {} if stats is None else stats
+        tokens = np.asarray(tokens, dtype=np.int64)
+        if tokens.min() < 0 or tokens.max() >= self.vocab:
+            raise ValueError("token id out of range")
+        cos, sin = self.rope_cos_sin(len(tokens))
         h = self.embed[tokens]
         for L in self.layers:
             h = h + self.attention(L, rms_norm(h, L["in_norm"], self.eps), cos, sin)

@@ -14,7 +14,7 @@ typedef struct cli_opts {
     int n_stops;
     const char *text;     /* tokenize: the positional TEXT */
     int add_generation_prompt, thinking; /* thinking: -1 unset */
-    int pieces, no_special, jsonl, skip_special, verify, ignore_eos, interactive;
+    int pieces, no_special, jsonl, skip_special, verify, tensors, ignore_eos, interactive;
     long long now;        /* render/chat: the template's clock; -1: now */
     int n_predict;        /* run: default 16 tokens; chat: -1, until end of turn */
     int n_threads, n_ctx;

@@ -64,17 +64,34 @@ int cmd_info(const cli_opts *o) {
            hp->qk_norm == MOE_QK_NORM_PER_HEAD ? ", q/k norm per head"
            : hp->qk_norm == MOE_QK_NORM_FULL   ? ", q/k norm over the projection" : "",
            hp->attn_bias ? ", qkv bias" : "");
+    if (hp->attn_kind == MOE_ATTN_MLA)
+        printf("latent attn:     kv_lora_rank %d, q_lora_rank %d, nope %d + rope %d per head, v %d\n", hp->kv_lora_rank,
+               hp->q_lora_rank, hp->qk_nope_dim, hp->qk_rope_dim, hp->v_head_dim);
+    printf("KV cache:        %llu bytes per token (f32)\n", (unsigned long long)moe_model_kv_bytes_per_token(m));
     printf("vocabulary:      %d\n", hp->n_vocab);
-    printf("context (train): %d, rope theta %g\n", hp->n_ctx_train, hp->rope_theta);
+    printf("context (train): %d, rope theta %g%s\n", hp->n_ctx_train, hp->rope_theta,
+           hp->rope_scaling == MOE_ROPE_YARN ? ", YaRN" : hp->rope_scaling == MOE_ROPE_LINEAR ? ", linear scaling" : "");
     printf("experts:         %d, %d per token, width %d%s\n", hp->n_experts, hp->n_experts_used, hp->expert_ffn,
            hp->norm_topk ? ", top-k renormalized" : "");
-    if (hp->shared_ffn) printf("shared experts:  1, width %d%s\n", hp->shared_ffn, hp->shared_gate ? ", sigmoid-gated" : "");
+    printf("routing:         %s%s", hp->router_func == MOE_ROUTER_SIGMOID ? "sigmoid" : "softmax",
+           hp->router_bias ? " + correction bias" : "");
+    if (hp->n_groups > 1) printf(", best %d of %d groups", hp->topk_groups, hp->n_groups);
+    if (hp->routed_scale != 1.0f) printf(", weights x %g", hp->routed_scale);
+    printf("\n");
+    if (hp->shared_ffn) printf("shared experts:  width %d%s\n", hp->shared_ffn, hp->shared_gate ? ", sigmoid-gated" : "");
     else printf("shared experts:  0\n");
     printf("parameters:      %.3f M total, %.3f M active per token\n", total / 1e6, active / 1e6);
     const char *tok = moe_model_meta_str(m, "tokenizer.hf_json"), *tmpl = moe_model_meta_str(m, "tokenizer.chat_template");
     printf("tokenizer:       %s\n", tok ? "from tokenizer.json" : "none (token ids only)");
     printf("chat template:   %s\n", tmpl ? "yes" : "none");
     printf("tensors:         %d\n", moe_model_n_tensors(m));
+    for (int i = 0; o->tensors && i < moe_model_n_tensors(m); i++) {
+        moe_tensor_info t;
+        moe_model_tensor(m, i, &t);
+        printf("  %-40s %-4s [", t.name, moe_dtype_name(t.dtype));
+        for (int d = t.n_dims - 1; d >= 0; d--) printf("%lld%s", (long long)t.dims[d], d ? ", " : "");
+        printf("] %llu bytes\n", (unsigned long long)t.size);
+    }
     printf("dtypes:\n");
     print_dtypes(m);
     int rc = 0;

@@ -7,7 +7,9 @@
  *   moe-cli run  -m FILE (-p TEXT | --tokens 1,2,3) [-n N] [--stop STR] [--ignore-eos]
  *                [--logits-out PATH] [sampling flags]
  *   moe-cli perplexity -m FILE -f TEXT [-c CTX]
- *   moe-cli info -m FILE [--verify]        model card; --verify checks every checksum
+ *   moe-cli info -m FILE [--verify] [--tensors]
+ *                                          model card; --verify checks every checksum,
+ *                                          --tensors lists name, type, shape and size
  *   moe-cli tokenize -m FILE [--pieces] [--no-special] [--jsonl] [TEXT]
  *                                          ids of TEXT as a JSON array; --jsonl: one JSON string
  *                                          per stdin line, one array per output line
@@ -46,7 +48,7 @@ static void usage(FILE *f) {
             "       moe-cli run -m FILE (-p TEXT | --tokens ID,ID,...) [-n N] [--stop STR]... [--ignore-eos]\n"
             "                   [--logits-out PATH] [-t THREADS] [-c CTX] [sampling flags] [--expert-cache SIZE]\n"
             "       moe-cli perplexity -m FILE -f TEXT [-c CTX] [-t THREADS]\n"
-            "       moe-cli info -m FILE [--verify]\n"
+            "       moe-cli info -m FILE [--verify] [--tensors]\n"
             "       moe-cli tokenize -m FILE [--pieces] [--no-special] [--jsonl] [TEXT]\n"
             "       moe-cli detokenize -m FILE --tokens ID,ID,... [--skip-special]\n"
             "       moe-cli render -m FILE --messages CONV.json [--no-generation-prompt] [--thinking on|off] [--now UNIX]\n"
@@ -172,6 +174,7 @@ int main(int argc, char **argv) {
         int takes = 1;
         if (a[0] != '-' && !o.text) { o.text = a; takes = 0; }
         else if (!strcmp(a, "--verify")) { o.verify = 1; takes = 0; }
+        else if (!strcmp(a, "--tensors")) { o.tensors = 1; takes = 0; }
         else if (!strcmp(a, "--pieces")) { o.pieces = 1; takes = 0; }
         else if (!strcmp(a, "--no-special")) { o.no_special = 1; takes = 0; }
         else if (!strcmp(a, "--jsonl")) { o.jsonl = 1; takes = 0; }
