@@ -2,8 +2,10 @@
  * moe-bench — prefill and decode speed, llama-bench style, measured against
  * the machine's own memory bandwidth.
  *
- *   moe-bench -m FILE | --synthetic NAME [--quant Q] [--layers N]
+ *   moe-bench -m FILE | --synthetic NAME [--quant Q] [--layers N] [--skew A]
  *             [-p 512] [-n 128] [-t THREADS] [-r REPS] [-o md|json|csv] [--membw]
+ *             [--expert-cache SIZE [--cache-policy P] [--cache-pin N] [--prefetch on|off]]
+ *             [--drop-caches]
  *
  * pp<P>: one prompt of P tokens evaluated as a batch. tg<N>: N tokens decoded
  * one at a time from an empty context. Each test runs once to warm up (page
@@ -11,9 +13,21 @@
  * deviation. For decode, bytes_per_token is the weights a token reads plus
  * the KV cache it reads on average, and bw_fraction is that times t/s over
  * the measured read bandwidth.
+ *
+ * The tokens come from a seeded stream, a different seed for every run, so
+ * no run replays the routing of the one before (which would make an expert
+ * cache look perfect): each next token is, with probability 0.8, within 16
+ * ids of the previous one, else uniform; ids close together share a topic
+ * in the --skew synthetic models. Decode feeds this stream (teacher forcing)
+ * rather than the argmax, which with random weights falls into a loop.
+ *
+ * --drop-caches makes every run cold: no warm-up, the model file's pages
+ * dropped from the page cache and a fresh context (and expert cache) before
+ * each run.
  */
 #include <math.h>
 #include <omp.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +36,7 @@
 #include <unistd.h>
 
 #include "membw.h"
+#include "util/error.h"
 #include "util/size.h"
 #include "moe.h"
 #include "synthetic.h"
@@ -29,8 +44,9 @@
 #define MAX_REPS 100
 
 typedef struct opts {
-    const char *model, *synthetic, *output, *quant, *cache_dir, *expert_cache;
-    int n_prompt, n_gen, n_threads, reps, layers, membw;
+    const char *model, *synthetic, *output, *quant, *cache_dir, *expert_cache, *cache_policy;
+    int n_prompt, n_gen, n_threads, reps, layers, membw, cache_pin, prefetch, drop_caches;
+    double skew;
 } opts;
 
 typedef struct result {
@@ -42,7 +58,91 @@ typedef struct result {
     double bytes_per_token, bw_fraction; /* tg only; <0 when not applicable */
     int has_cache;
     double cache_hit_rate, bytes_read_per_token; /* with --expert-cache */
+    double prefetch_precision, prefetch_recall;  /* < 0: no prefetch */
+    double io_stall_s;                           /* per run */
+    double storage_per_token;  /* bytes the process read from storage (/proc/self/io), any tier; < 0: unknown */
+    int n_layers;
+    double layer_hit_rate[MOE_MAX_LAYERS];
+    double top10_share;        /* routings that went to the 10 % most chosen experts of their layer */
+    double overlap;            /* of a token's experts, the share the previous token also chose (same layer) */
 } result;
+
+/* Routing statistics gathered through moe_ctx_on_route. */
+typedef struct route_tally {
+    int n_layers, n_experts, k;
+    uint64_t *count;           /* [layer][expert] */
+    int32_t *prev;             /* [layer][k]: the previous token's experts */
+    int32_t *prev_pos;         /* [layer]: its position, -1 none */
+    uint64_t shared, pairs;
+} route_tally;
+
+static void on_route(void *user, int32_t pos, int32_t layer, int32_t k, const int32_t *experts, const float *w) {
+    (void)w;
+    route_tally *t = user;
+    if (layer >= t->n_layers || k > t->k) return;
+    for (int i = 0; i < k; i++) t->count[(size_t)layer * t->n_experts + experts[i]]++;
+    int32_t *prev = t->prev + (size_t)layer * t->k;
+    if (t->prev_pos[layer] == pos - 1) {
+        for (int i = 0; i < k; i++)
+            for (int j = 0; j < k; j++) t->shared += experts[i] == prev[j];
+        t->pairs += (uint64_t)k;
+    }
+    memcpy(prev, experts, (size_t)k * sizeof *prev);
+    t->prev_pos[layer] = pos;
+}
+
+static int cmp_desc(const void *a, const void *b) {
+    const uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/* Share of routings that went to the 10 % most chosen experts, per layer, summed. */
+static double top10_share(route_tally *t) {
+    uint64_t top = 0, all = 0;
+    const int n10 = t->n_experts / 10 > 0 ? t->n_experts / 10 : 1;
+    for (int l = 0; l < t->n_layers; l++) {
+        uint64_t *c = t->count + (size_t)l * t->n_experts;
+        qsort(c, (size_t)t->n_experts, sizeof *c, cmp_desc);
+        for (int e = 0; e < t->n_experts; e++) {
+            all += c[e];
+            top += e < n10 ? c[e] : 0;
+        }
+    }
+    return all ? (double)top / (double)all : 0;
+}
+
+/* Bytes this process has read from storage (not the page cache); -1 unknown. */
+static long long storage_read_bytes(void) {
+    FILE *f = fopen("/proc/self/io", "r");
+    if (!f) return -1;
+    char line[128];
+    long long b = -1;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "read_bytes: %lld", &b) == 1) break;
+    fclose(f);
+    return b;
+}
+
+/* Drops the model file's pages from the page cache. posix_fadvise works for
+ * any user on pages no one else maps; /proc/sys/vm/drop_caches (root only)
+ * also drops what fadvise cannot. Says which worked, once. */
+static void drop_file_pages(const char *path, int *said) {
+    int fd = open(path, O_RDONLY);
+    int fadv = fd >= 0 ? posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED) : -1;
+    if (fd >= 0) close(fd);
+    int proc = -1;
+    FILE *f = fopen("/proc/sys/vm/drop_caches", "w");
+    if (f) {
+        proc = fputs("1\n", f) < 0 ? -1 : 0;
+        if (fclose(f)) proc = -1;
+    }
+    if (!*said) {
+        fprintf(stderr, "moe-bench: dropping the page cache before each run: posix_fadvise(DONTNEED) %s, "
+                        "/proc/sys/vm/drop_caches %s\n", fadv == 0 ? "ok" : "failed",
+                proc == 0 ? "ok" : "not permitted");
+        *said = 1;
+    }
+}
 
 static double now(void) {
     struct timespec t;
@@ -95,51 +195,128 @@ static void stats(result *r) {
     r->sd_ns = r->n > 1 ? sqrt(t2 / (r->n - 1)) : 0;
 }
 
+/* The tokens of run `run` (see the top comment). */
+static void token_stream(int32_t *tokens, int n, int32_t n_vocab, uint64_t run) {
+    uint64_t s = 42 + 0x9e3779b97f4a7c15ull * (run + 1);
+    int32_t t = 0;
+    for (int i = 0; i < n; i++) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        const uint32_t a = (uint32_t)(s >> 33), b = (uint32_t)(s >> 13) & 0xfffff;
+        if (i == 0 || a % 10 >= 8) t = (int32_t)(b % (uint32_t)n_vocab);
+        else t = (int32_t)((t + (int32_t)(a % 33) - 16 + n_vocab) % n_vocab);
+        tokens[i] = t;
+    }
+}
+
 /* One timed run of a test; returns seconds or <0 with err. */
-static double run_once(moe_ctx *c, const moe_hparams *hp, int pp, int n, int32_t *tokens, moe_error *err) {
+static double run_once(moe_ctx *c, int pp, int n, const int32_t *tokens, moe_error *err) {
     moe_ctx_reset(c);
     const double t0 = now();
     if (pp) {
         if (moe_eval(c, tokens, n, NULL, err)) return -1;
     } else {
-        int32_t tok = hp->bos_id >= 0 ? hp->bos_id : 1;
-        for (int i = 0; i < n; i++) {
-            if (moe_eval(c, &tok, 1, NULL, err)) return -1;
-            const float *l = moe_ctx_logits(c);
-            int best = 0;
-            for (int v = 1; v < hp->n_vocab; v++) best = l[v] > l[best] ? v : best;
-            tok = best;
-        }
+        for (int i = 0; i < n; i++)
+            if (moe_eval(c, &tokens[i], 1, NULL, err)) return -1;
     }
     return now() - t0;
 }
 
-static int run_test(moe_ctx *c, const moe_hparams *hp, result *r, int pp, int n, int reps, moe_error *err) {
+typedef struct bench_env {
+    const opts *o;
+    const char *path;
+    const moe_model *m;
+    moe_ctx_params params;
+    moe_ctx *c;
+    int said_drop;
+    route_tally tally;
+} bench_env;
+
+static moe_ctx *new_ctx(bench_env *b, moe_error *err) {
+    moe_ctx_free(b->c);
+    b->c = moe_ctx_new(b->m, b->params, err);
+    if (b->c && b->tally.count) moe_ctx_on_route(b->c, on_route, &b->tally);
+    return b->c;
+}
+
+static void cache_delta(moe_cache_stats *d, const moe_cache_stats *a, const moe_cache_stats *b) {
+    d->hits += b->hits - a->hits;
+    d->misses += b->misses - a->misses;
+    d->bypasses += b->bypasses - a->bypasses;
+    d->bytes_read += b->bytes_read - a->bytes_read;
+    d->io_stall_s += b->io_stall_s - a->io_stall_s;
+    d->prefetch_issued += b->prefetch_issued - a->prefetch_issued;
+    d->prefetch_useful += b->prefetch_useful - a->prefetch_useful;
+    d->n_layers = b->n_layers;
+    for (int l = 0; l < b->n_layers && l < MOE_MAX_LAYERS; l++) {
+        d->layer_hits[l] += b->layer_hits[l] - a->layer_hits[l];
+        d->layer_misses[l] += b->layer_misses[l] - a->layer_misses[l];
+    }
+}
+
+static int run_test(bench_env *b, const moe_hparams *hp, result *r, int pp, int n, int reps, moe_error *err) {
     int32_t *tokens = malloc((size_t)n * sizeof *tokens);
     if (!tokens) return -1;
-    uint64_t s = 42;
-    for (int i = 0; i < n; i++) {
-        s = s * 6364136223846793005ull + 1442695040888963407ull;
-        tokens[i] = (int32_t)((s >> 33) % (uint64_t)hp->n_vocab);
-    }
     int rc = 0;
-    if (run_once(c, hp, pp, n, tokens, err) < 0) rc = -1; /* warm-up: pages in the weights */
-    moe_cache_stats before, after;
-    r->has_cache = !moe_ctx_cache_stats(c, &before);
+    uint64_t run = pp ? 1000 : 0;
+    if (!b->o->drop_caches) { /* warm-up: pages in the weights */
+        token_stream(tokens, n, hp->n_vocab, run++);
+        if (run_once(b->c, pp, n, tokens, err) < 0) rc = -1;
+    }
+    if (b->tally.count) { /* the routing statistics of the timed runs only */
+        memset(b->tally.count, 0, (size_t)b->tally.n_layers * b->tally.n_experts * sizeof *b->tally.count);
+        b->tally.shared = b->tally.pairs = 0;
+    }
+    moe_cache_stats *d = calloc(1, sizeof *d), *before = malloc(sizeof *before), *after = malloc(sizeof *after);
+    if (!d || !before || !after) rc = moe_fail(err, "out of memory");
+    long long io_total = 0;
     for (int i = 0; i < reps && !rc; i++) {
-        double dt = run_once(c, hp, pp, n, tokens, err);
+        if (b->o->drop_caches) {
+            drop_file_pages(b->path, &b->said_drop);
+            if (!new_ctx(b, err)) {
+                rc = -1;
+                break;
+            }
+        }
+        token_stream(tokens, n, hp->n_vocab, run++);
+        r->has_cache = !moe_ctx_cache_stats(b->c, before);
+        const long long io0 = storage_read_bytes();
+        double dt = run_once(b->c, pp, n, tokens, err);
+        const long long io1 = storage_read_bytes();
+        io_total = io0 < 0 || io1 < 0 || io_total < 0 ? -1 : io_total + (io1 - io0);
         if (dt < 0) rc = -1;
         else {
             r->samples_ns[r->n] = dt * 1e9;
             r->samples_ts[r->n++] = n / dt;
         }
+        if (r->has_cache && !moe_ctx_cache_stats(b->c, after)) cache_delta(d, before, after);
     }
     free(tokens);
-    if (r->has_cache && !moe_ctx_cache_stats(c, &after)) {
-        const double lookups = (double)(after.hits + after.misses + after.bypasses - before.hits - before.misses - before.bypasses);
-        r->cache_hit_rate = lookups > 0 ? (double)(after.hits - before.hits) / lookups : 0;
-        r->bytes_read_per_token = (double)(after.bytes_read - before.bytes_read) / ((double)n * (r->n ? r->n : 1));
+    const double toks = (double)n * (r->n ? r->n : 1);
+    r->storage_per_token = io_total < 0 ? -1 : (double)io_total / toks;
+    r->prefetch_precision = r->prefetch_recall = -1;
+    if (r->has_cache && d) {
+        const double lookups = (double)(d->hits + d->misses + d->bypasses);
+        r->cache_hit_rate = lookups > 0 ? (double)d->hits / lookups : 0;
+        r->bytes_read_per_token = (double)d->bytes_read / toks;
+        r->io_stall_s = d->io_stall_s / (r->n ? r->n : 1);
+        if (b->params.expert_cache_prefetch) {
+            r->prefetch_precision = d->prefetch_issued ? (double)d->prefetch_useful / (double)d->prefetch_issued : 0;
+            const double want = (double)(d->prefetch_useful + d->misses);
+            r->prefetch_recall = want > 0 ? (double)d->prefetch_useful / want : 0;
+        }
+        r->n_layers = d->n_layers;
+        for (int l = 0; l < d->n_layers && l < MOE_MAX_LAYERS; l++) {
+            const double a = (double)(d->layer_hits[l] + d->layer_misses[l]);
+            r->layer_hit_rate[l] = a > 0 ? (double)d->layer_hits[l] / a : -1;
+        }
     }
+    if (b->tally.count) {
+        r->overlap = b->tally.pairs ? (double)b->tally.shared / (double)b->tally.pairs : 0;
+        r->top10_share = top10_share(&b->tally);
+    }
+    free(d);
+    free(before);
+    free(after);
     if (!rc) stats(r);
     return rc;
 }
@@ -151,7 +328,12 @@ static void usage(FILE *f) {
             "  --synthetic NAME  random weights with a real model's shapes: %s\n"
             "  --quant Q         q4, q8, f16, bf16, f32 for every matrix (default: the default recipe)\n"
             "  --membw           measure the read bandwidth only (always measured for tg)\n"
-            "  --expert-cache S  routed experts from an LRU cache of S bytes (6G, 512M, 25%%)\n"
+            "  --skew A          with --synthetic: skewed routing, Zipf exponent A (e.g. 1; see bench/README.md)\n"
+            "  --expert-cache S  routed experts from a cache of S bytes (6G, 512M, 25%%)\n"
+            "  --cache-policy P  lru, lfu or stats (default: stats)\n"
+            "  --cache-pin N     keep the N experts of highest routing frequency resident\n"
+            "  --prefetch on|off read the next layer's predicted experts in the background (default off)\n"
+            "  --drop-caches     every run cold: no warm-up, the file's pages dropped, a fresh context\n"
             "  MOE_ISA=scalar|avx2|neon forces the kernels.\n",
             moe_synthetic_names());
 }
@@ -174,12 +356,24 @@ static int parse(int argc, char **argv, opts *o) {
         int rc = 0, takes = 1;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); exit(0); }
         else if (!strcmp(a, "--membw")) { o->membw = 1; takes = 0; }
+        else if (!strcmp(a, "--drop-caches")) { o->drop_caches = 1; takes = 0; }
         else if (!v) { fprintf(stderr, "moe-bench: %s needs a value\n", a); return -1; }
         else if (!strcmp(a, "-m")) o->model = v;
         else if (!strcmp(a, "--synthetic")) o->synthetic = v;
         else if (!strcmp(a, "--quant")) o->quant = v;
         else if (!strcmp(a, "--cache-dir")) o->cache_dir = v;
         else if (!strcmp(a, "--expert-cache")) o->expert_cache = v;
+        else if (!strcmp(a, "--cache-policy")) o->cache_policy = v;
+        else if (!strcmp(a, "--cache-pin")) rc = int_opt(a, v, &o->cache_pin);
+        else if (!strcmp(a, "--prefetch")) {
+            if (strcmp(v, "on") && strcmp(v, "off")) { fprintf(stderr, "moe-bench: --prefetch expects on or off\n"); return -1; }
+            o->prefetch = !strcmp(v, "on");
+        }
+        else if (!strcmp(a, "--skew")) {
+            char *end;
+            o->skew = strtod(v, &end);
+            if (*end || !(o->skew >= 0 && o->skew <= 8)) { fprintf(stderr, "moe-bench: --skew expects a number in [0, 8]\n"); return -1; }
+        }
         else if (!strcmp(a, "-o")) o->output = v;
         else if (!strcmp(a, "-p")) rc = int_opt(a, v, &o->n_prompt);
         else if (!strcmp(a, "-n")) rc = int_opt(a, v, &o->n_gen);
@@ -196,6 +390,19 @@ static int parse(int argc, char **argv, opts *o) {
     }
     if (o->reps < 1 || o->reps > MAX_REPS) {
         fprintf(stderr, "moe-bench: -r must be in [1, %d]\n", MAX_REPS);
+        return -1;
+    }
+    if (o->cache_policy && strcmp(o->cache_policy, "lru") && strcmp(o->cache_policy, "lfu") &&
+        strcmp(o->cache_policy, "stats")) {
+        fprintf(stderr, "moe-bench: --cache-policy %s: expected lru, lfu or stats\n", o->cache_policy);
+        return -1;
+    }
+    if ((o->cache_policy || o->cache_pin || o->prefetch) && !o->expert_cache) {
+        fprintf(stderr, "moe-bench: --cache-policy, --cache-pin and --prefetch need --expert-cache\n");
+        return -1;
+    }
+    if (o->skew > 0 && !o->synthetic) {
+        fprintf(stderr, "moe-bench: --skew applies to --synthetic models\n");
         return -1;
     }
     if (!o->membw && !o->model == !o->synthetic) {
@@ -228,11 +435,14 @@ static int synthetic_model(const opts *o, char *path, size_t n, moe_error *err) 
     char *slash = strrchr(parent, '/');
     if (slash && slash != parent) { *slash = 0; mkdir(parent, 0755); }
     mkdir(dir, 0755);
-    snprintf(path, n, "%s/synthetic-v1-%s-%s-L%d.moe", dir, o->synthetic, o->quant ? o->quant : "default", hp.n_layers);
+    char skew[32] = "";
+    if (o->skew > 0) snprintf(skew, sizeof skew, "-skew%g", o->skew);
+    snprintf(path, n, "%s/synthetic-v2-%s-%s-L%d%s.moe", dir, o->synthetic, o->quant ? o->quant : "default", hp.n_layers,
+             skew);
     if (access(path, R_OK) == 0) return 0;
-    fprintf(stderr, "moe-bench: writing synthetic %s (%d layers, %s) to %s\n", o->synthetic, hp.n_layers,
-            o->quant ? o->quant : "default recipe", path);
-    return moe_synthetic_write(path, &hp, &recipe, o->synthetic, err);
+    fprintf(stderr, "moe-bench: writing synthetic %s (%d layers, %s%s) to %s\n", o->synthetic, hp.n_layers,
+            o->quant ? o->quant : "default recipe", o->skew > 0 ? ", skewed routing" : "", path);
+    return moe_synthetic_write_skewed(path, &hp, &recipe, o->synthetic, o->skew, err);
 }
 
 static void print_json_str(const char *k, const char *v, int comma) { printf("\"%s\": \"%s\"%s", k, v, comma ? ", " : ""); }
@@ -262,10 +472,25 @@ static void output(const opts *o, const char *path, const char *cpu, const char 
             printf("| %s | %.2f GiB | %.2f B | %.2f B | %d | %s | %.2f ± %.2f | %s | %s |\n", hp->architecture,
                    size_gib, total / 1e9, active / 1e9, threads, test, r->avg_ts, r->sd_ts, gbs, frac);
         }
-        for (int i = 0; i < n_res; i++)
-            if (res[i].has_cache)
-                printf("\n%s%d expert cache: hit rate %.1f%%, %.2f MiB read from the file per token\n", res[i].test,
-                       res[i].n_prompt + res[i].n_gen, 100 * res[i].cache_hit_rate, res[i].bytes_read_per_token / 1048576.0);
+        for (int i = 0; i < n_res; i++) {
+            const result *r = &res[i];
+            const int len = r->n_prompt + r->n_gen;
+            printf("\n%s%d routing: %.1f%% of choices to the top 10%% of experts, %.1f%% of experts shared with the "
+                   "previous token", r->test, len, 100 * r->top10_share, 100 * r->overlap);
+            if (r->storage_per_token >= 0) printf(", %.2f MiB read from storage per token", r->storage_per_token / 1048576.0);
+            printf("\n");
+            if (!r->has_cache) continue;
+            printf("%s%d expert cache (%s%s): hit rate %.1f%%, %.2f MiB read into the cache per token, I/O stall "
+                   "%.3f s per run", r->test, len, o->cache_policy ? o->cache_policy : "stats",
+                   o->prefetch ? ", prefetch" : "", 100 * r->cache_hit_rate, r->bytes_read_per_token / 1048576.0,
+                   r->io_stall_s);
+            if (r->prefetch_precision >= 0)
+                printf(", prefetch precision %.1f%% recall %.1f%%", 100 * r->prefetch_precision, 100 * r->prefetch_recall);
+            printf("\n%s%d hit rate per layer:", r->test, len);
+            for (int l = 0; l < r->n_layers; l++)
+                if (r->layer_hit_rate[l] >= 0) printf(" %.0f", 100 * r->layer_hit_rate[l]);
+            printf(" (%%)\n");
+        }
     } else if (!strcmp(o->output, "csv")) {
         printf("model_filename,model_type,model_size,model_n_params,cpu_info,isa,n_threads,n_prompt,n_gen,avg_ns,"
                "stddev_ns,avg_ts,stddev_ts,membw_gbs,bytes_per_token,bw_fraction,rss_bytes\n");
@@ -299,8 +524,27 @@ static void output(const opts *o, const char *path, const char *cpu, const char 
                 printf("\"bytes_per_token\": %.0f, \"bw_fraction\": %.6f, ", r->bytes_per_token, r->bw_fraction);
             else
                 printf("\"bytes_per_token\": null, \"bw_fraction\": null, ");
-            if (r->has_cache)
-                printf("\"cache_hit_rate\": %.6f, \"bytes_read_per_token\": %.0f, ", r->cache_hit_rate, r->bytes_read_per_token);
+            if (r->has_cache) {
+                printf("\"cache_policy\": \"%s\", \"cache_prefetch\": %s, ", o->cache_policy ? o->cache_policy : "stats",
+                       o->prefetch ? "true" : "false");
+                printf("\"cache_hit_rate\": %.6f, \"bytes_read_per_token\": %.0f, \"io_stall_s\": %.6f, ",
+                       r->cache_hit_rate, r->bytes_read_per_token, r->io_stall_s);
+                if (r->prefetch_precision >= 0)
+                    printf("\"prefetch_precision\": %.6f, \"prefetch_recall\": %.6f, ", r->prefetch_precision,
+                           r->prefetch_recall);
+                else
+                    printf("\"prefetch_precision\": null, \"prefetch_recall\": null, ");
+                printf("\"layer_hit_rate\": [");
+                for (int l = 0, first = 1; l < r->n_layers; l++)
+                    if (r->layer_hit_rate[l] >= 0) {
+                        printf("%s%.4f", first ? "" : ", ", r->layer_hit_rate[l]);
+                        first = 0;
+                    }
+                printf("], ");
+            }
+            if (r->storage_per_token >= 0) printf("\"storage_bytes_per_token\": %.0f, ", r->storage_per_token);
+            printf("\"routing_top10_share\": %.4f, \"routing_overlap\": %.4f, \"drop_caches\": %s, ", r->top10_share,
+                   r->overlap, o->drop_caches ? "true" : "false");
             printf("\"rss_bytes\": %ld}%s\n", rss, i + 1 < n_res ? "," : "");
         }
         printf("]\n");
@@ -343,32 +587,50 @@ int main(int argc, char **argv) {
         moe_model_close(m);
         return 2;
     }
-    moe_ctx *c = moe_ctx_new(m, (moe_ctx_params){.n_ctx = n_ctx, .n_batch = n_batch, .n_threads = threads,
-                                                  .isa = getenv("MOE_ISA"), .expert_cache_bytes = cache_bytes}, &err);
-    if (!c) {
+    bench_env b = {.o = &o, .path = path, .m = m,
+                   .params = {.n_ctx = n_ctx, .n_batch = n_batch, .n_threads = threads, .isa = getenv("MOE_ISA"),
+                              .expert_cache_bytes = cache_bytes, .expert_cache_policy = o.cache_policy,
+                              .expert_cache_pin = o.cache_pin, .expert_cache_prefetch = o.prefetch}};
+    /* routing statistics, to say how skewed the routing was */
+    b.tally = (route_tally){.n_layers = hp->n_layers, .n_experts = hp->n_experts, .k = hp->n_experts_used};
+    if (hp->n_experts > 0) {
+        b.tally.count = calloc((size_t)hp->n_layers * hp->n_experts, sizeof *b.tally.count);
+        b.tally.prev = calloc((size_t)hp->n_layers * hp->n_experts_used, sizeof *b.tally.prev);
+        b.tally.prev_pos = malloc((size_t)hp->n_layers * sizeof *b.tally.prev_pos);
+        if (!b.tally.count || !b.tally.prev || !b.tally.prev_pos) {
+            fprintf(stderr, "moe-bench: out of memory\n");
+            return 1;
+        }
+        for (int l = 0; l < hp->n_layers; l++) b.tally.prev_pos[l] = -2;
+    }
+    if (o.drop_caches) drop_file_pages(path, &b.said_drop);
+    if (!new_ctx(&b, &err)) {
         fprintf(stderr, "moe-bench: %s\n", err.msg);
         moe_model_close(m);
         return 1;
     }
-    result res[2];
+    static result res[2]; /* large (per-layer arrays): not on the stack */
     int n_res = 0, rc = 0;
     if (o.n_prompt > 0) {
         result *r = &res[n_res++];
         *r = (result){.test = "pp", .n_prompt = o.n_prompt, .bw_fraction = -1};
-        rc = run_test(c, hp, r, 1, o.n_prompt, o.reps, &err);
+        rc = run_test(&b, hp, r, 1, o.n_prompt, o.reps, &err);
     }
     if (!rc && o.n_gen > 0) {
         result *r = &res[n_res++];
         *r = (result){.test = "tg", .n_gen = o.n_gen};
-        rc = run_test(c, hp, r, 0, o.n_gen, o.reps, &err);
+        rc = run_test(&b, hp, r, 0, o.n_gen, o.reps, &err);
         /* on average a decoded token attends over n_gen / 2 earlier positions */
         const double kv = 2.0 * hp->n_layers * hp->n_kv_heads * hp->head_dim * sizeof(float) * (o.n_gen + 1) / 2.0;
         r->bytes_per_token = (double)moe_model_bytes_per_token(m) + kv;
         r->bw_fraction = membw > 0 ? r->bytes_per_token * r->avg_ts / (membw * 1e9) : 0;
     }
     if (rc) fprintf(stderr, "moe-bench: %s\n", err.msg);
-    else output(&o, path, cpu, moe_ctx_isa(c), threads, membw, m, res, n_res);
-    moe_ctx_free(c);
+    else output(&o, path, cpu, moe_ctx_isa(b.c), threads, membw, m, res, n_res);
+    moe_ctx_free(b.c);
+    free(b.tally.count);
+    free(b.tally.prev);
+    free(b.tally.prev_pos);
     moe_model_close(m);
     return rc ? 1 : 0;
 }

@@ -7,6 +7,7 @@
  */
 #include "synthetic.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,6 +65,8 @@ int moe_synthetic_hparams(const char *name, int n_layers, moe_hparams *hp, moe_e
     hp->shared_ffn = s->shared_ffn;
     hp->shared_gate = s->shared_ffn > 0;
     hp->norm_topk = s->norm_topk;
+    hp->n_groups = hp->topk_groups = 1;
+    hp->routed_scale = 1.0f;
     hp->bos_id = hp->eos_id = -1;
     for (int l = 0; l < hp->n_layers; l++) hp->layer_is_moe[l] = 1;
     return moe_hparams_check(hp, err);
@@ -78,9 +81,58 @@ static uint64_t splitmix(uint64_t *s) {
 
 static float uniform(uint64_t *s, float amp) { return ((float)(splitmix(s) >> 40) / 16777216.0f * 2 - 1) * amp; }
 
+/* Skewed routing (see synthetic.h). Lane 0 of the hidden state carries a
+ * constant SKEW_LANE in every embedding row, large next to what random
+ * layers add to the residual stream (about 0.8 rms per layer), so after
+ * RMSNorm it is a steady positive value (about 5-10 with a few layers). Each
+ * router row puts its expert's Zipf bias there. Lanes 1..SKEW_TOPICS carry the
+ * token's topic (ids in contiguous ranges), which raises the router logits of
+ * one expert in SKEW_TOPICS by about SKEW_TOPIC_GAIN: tokens of one topic
+ * share experts, and a token stream that stays in a topic (moe-bench's decode
+ * stream) routes alike from one token to the next. */
+#define SKEW_LANE 16.0f
+#define SKEW_XN 6.0f           /* the normalized lane value the router columns assume */
+#define SKEW_TOPICS 8
+#define SKEW_TOPIC_GAIN 1.5f
+
+static int topic_of(int64_t token, int64_t n_vocab) { return (int)(token * SKEW_TOPICS / n_vocab); }
+
+/* Adds the skew lanes to rows [r0, r0 + n) of a float tensor. */
+static void skew_rows(float *p, const moe_tensor_spec *s, int64_t r0, int64_t n, double skew, uint64_t seed) {
+    if (s->kind == MOE_SPEC_EMBED) {
+        for (int64_t r = 0; r < n; r++) {
+            p[r * s->cols] = SKEW_LANE;
+            p[r * s->cols + 1 + topic_of(r0 + r, s->rows)] = SKEW_LANE;
+        }
+    } else { /* a router: rows are experts */
+        /* a random rank per expert, different in each layer: bias -skew ln(rank) */
+        const int64_t ne = s->rows;
+        int32_t *rank = malloc((size_t)ne * sizeof *rank);
+        if (!rank) return;
+        for (int64_t e = 0; e < ne; e++) rank[e] = (int32_t)e;
+        uint64_t st = seed ^ 0x5eed;
+        for (int64_t e = ne - 1; e > 0; e--) {
+            const int64_t j = (int64_t)(splitmix(&st) % (uint64_t)(e + 1));
+            const int32_t t = rank[e];
+            rank[e] = rank[j];
+            rank[j] = t;
+        }
+        for (int64_t r = 0; r < n; r++) {
+            const int64_t e = r0 + r;
+            p[r * s->cols] = (float)(-skew * log((double)rank[e] + 1.0)) / SKEW_XN;
+            p[r * s->cols + 1 + e % SKEW_TOPICS] += SKEW_TOPIC_GAIN / SKEW_XN;
+        }
+        free(rank);
+    }
+}
+
+static int skewed(const moe_tensor_spec *s, double skew) {
+    return skew > 0 && (s->kind == MOE_SPEC_EMBED || (s->kind == MOE_SPEC_LAYER && s->id == LT_ROUTER));
+}
+
 /* Random content for one tensor; chunks of rows are generated in parallel,
  * each from its own seed, so the result does not depend on the threads. */
-static void fill(uint8_t *dst, moe_dtype t, const moe_tensor_spec *s, uint64_t seed) {
+static void fill(uint8_t *dst, moe_dtype t, const moe_tensor_spec *s, uint64_t seed, double skew) {
     const float amp = 0.035f;
     if (s->vector) {
         for (int64_t i = 0; i < s->cols; i++) ((float *)dst)[i] = s->id == LT_ATTN_NORM || s->id == LT_FFN_NORM ||
@@ -109,17 +161,36 @@ static void fill(uint8_t *dst, moe_dtype t, const moe_tensor_spec *s, uint64_t s
                     memcpy(p + b * gb + 2 * r, &h, 2);
                 }
         } else {
-            for (int64_t i = 0; i < n * s->cols; i++) {
-                float v = uniform(&st, amp);
-                if (t == MOE_F32) ((float *)p)[i] = v;
-                else ((uint16_t *)p)[i] = t == MOE_F16 ? moe_f32_to_f16(v) : moe_f32_to_bf16(v);
+            /* the skew lanes are set in f32 first, then stored in the tensor's type */
+            float *f = t == MOE_F32 ? (float *)p : malloc((size_t)(n * s->cols) * sizeof *f);
+            if (f) {
+                for (int64_t i = 0; i < n * s->cols; i++) f[i] = uniform(&st, amp);
+                if (skewed(s, skew)) skew_rows(f, s, r0, n, skew, seed);
+                if (t != MOE_F32) {
+                    for (int64_t i = 0; i < n * s->cols; i++)
+                        ((uint16_t *)p)[i] = t == MOE_F16 ? moe_f32_to_f16(f[i]) : moe_f32_to_bf16(f[i]);
+                    free(f);
+                }
             }
         }
     }
 }
 
+/* The type a tensor is stored in: the recipe's, except that with skew the
+ * embedding is kept in f16 when the recipe quantizes it, so its lanes hold
+ * exact values (the router is f32 in every recipe). */
+static moe_dtype spec_dtype(const moe_tensor_spec *s, const moe_recipe *recipe, double skew) {
+    const moe_dtype t = moe_spec_dtype(s, recipe);
+    return skewed(s, skew) && moe_dtype_is_quant(t) ? MOE_F16 : t;
+}
+
 int moe_synthetic_write(const char *path, const moe_hparams *hp, const moe_recipe *recipe, const char *name,
                         moe_error *err) {
+    return moe_synthetic_write_skewed(path, hp, recipe, name, 0, err);
+}
+
+int moe_synthetic_write_skewed(const char *path, const moe_hparams *hp, const moe_recipe *recipe, const char *name,
+                               double skew, moe_error *err) {
     moe_tensor_spec *specs;
     int n = moe_tensor_specs(hp, &specs);
     if (n < 0) return moe_fail(err, "out of memory");
@@ -131,7 +202,8 @@ int moe_synthetic_write(const char *path, const moe_hparams *hp, const moe_recip
     moe_hparams_write(hp, w);
     char text[160];
     moef_meta_put_str(w, "general.source", name);
-    moef_meta_put_str(w, "general.converter", "moe-bench --synthetic (random weights)");
+    snprintf(text, sizeof text, "moe-bench --synthetic (random weights%s)", skew > 0 ? ", skewed routing" : "");
+    moef_meta_put_str(w, "general.converter", text);
     moe_recipe_describe(recipe, text, sizeof text);
     moef_meta_put_str(w, "general.recipe", text);
     int rc = 0;
@@ -139,7 +211,7 @@ int moe_synthetic_write(const char *path, const moe_hparams *hp, const moe_recip
     for (int i = 0; i < n && !rc; i++) {
         const moe_tensor_spec *s = &specs[i];
         const int64_t dims[2] = {s->cols, s->rows};
-        const moe_dtype t = moe_spec_dtype(s, recipe);
+        const moe_dtype t = spec_dtype(s, recipe, skew);
         if (moef_writer_add(w, s->name, t, s->vector ? 1 : 2, dims, s->align) < 0) rc = moe_fail(err, "out of memory");
         const uint64_t b = moe_tensor_bytes(t, (uint64_t)s->rows, (uint64_t)s->cols);
         max_bytes = b > max_bytes ? b : max_bytes;
@@ -148,7 +220,7 @@ int moe_synthetic_write(const char *path, const moe_hparams *hp, const moe_recip
     uint8_t *buf = rc ? NULL : malloc(max_bytes);
     if (!rc && !buf) rc = moe_fail(err, "out of memory for a %llu-byte tensor", (unsigned long long)max_bytes);
     for (int i = 0; i < n && !rc; i++) {
-        fill(buf, moe_spec_dtype(&specs[i], recipe), &specs[i], (uint64_t)i + 1);
+        fill(buf, spec_dtype(&specs[i], recipe, skew), &specs[i], (uint64_t)i + 1, skew);
         rc = moef_writer_data(w, i, buf, err);
     }
     if (!rc) rc = moef_writer_commit(w, err);

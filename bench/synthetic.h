@@ -18,4 +18,14 @@ const char *moe_synthetic_names(void);
 int moe_synthetic_write(const char *path, const moe_hparams *hp, const moe_recipe *recipe, const char *name,
                         moe_error *err);
 
+/* The same with skewed routing when skew > 0, as trained models route (random
+ * weights route about uniformly): each layer's router favours its experts by
+ * a Zipf-like law, expert of random rank r getting a logit bias of
+ * -skew * ln(r), and tokens fall into topics (contiguous id ranges) that
+ * favour one expert in 8, so a token stream that stays in a topic routes
+ * alike from token to token. The embedding is stored in f16 (not q4/q8) so
+ * the lanes carrying this are exact. See synthetic.c for the mechanism. */
+int moe_synthetic_write_skewed(const char *path, const moe_hparams *hp, const moe_recipe *recipe, const char *name,
+                               double skew, moe_error *err);
+
 #endif

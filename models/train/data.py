@@ -113,14 +113,6 @@ def unserialize(buf):
     return r.item()
 
 
-def lazyload(base):
-    """{name: object} of an R lazy-load database base.rdx / base.rdb."""
-    with gzip.open(base + ".rdx", "rb") as f:
-        index = unserialize(f.read())
-    names = dict(index)                  # pairlist? no: named VECSXP
-    return index, open(base + ".rdb", "rb").read()
-
-
 def read_novels(pkgdir):
     base = os.path.join(pkgdir, "data", "Rdata")
     with gzip.open(base + ".rdx", "rb") as f:
@@ -135,9 +127,9 @@ def read_novels(pkgdir):
     attrs = r.item()
     keys = [v for (_, v) in attrs][0]
     index = dict(zip(keys, parts))
-    variables = index["variables"]
-    # `variables` was read as a list of int pairs; its names follow in the
-    # attribute pairlist that RReader skipped, so re-read it by hand.
+    variables = index["variables"]      # [offset, length] per object
+    # RReader drops attributes of nested objects, so the names of
+    # `variables` are read by a second pass.
     rdb = open(base + ".rdb", "rb").read()
     out = {}
     for name, (off, length) in zip(_names_of_variables(raw), variables):
@@ -154,16 +146,13 @@ def _names_of_variables(raw):
     r = RReader(raw)
     r.header()
     r.int(); r.int()                  # VECSXP, length
-    flags = r.int()                   # variables: VECSXP with attributes
+    r.int()                           # variables: VECSXP with attributes
     n = r.int()
     for _ in range(n):
         r.item()
-    attrs = []
-    # attribute pairlist: (tag "names", STRSXP)
-    pl_flags = r.int()
-    tag = r.item()
-    names = r.item()
-    return names
+    r.int()                           # attribute pairlist: tag "names", STRSXP
+    r.item()
+    return r.item()
 
 
 def paragraphs(lines):

@@ -70,10 +70,8 @@ def train(text, vocab_size):
         for a, b in zip(w, w[1:]):
             pairs[a, b] += freq[i]
             where[a, b].add(i)
-    order = [B2U[b] for b in range(256)]
-    vocab = {t: i for i, t in enumerate(sorted(order, key=lambda u: U2B[u]))}
     # Qwen/GPT-2 number the 256 byte tokens in bytes_to_unicode order.
-    vocab = {B2U[b]: i for i, b in enumerate(sorted(range(256), key=lambda b: list(B2U).index(b)))}
+    vocab = {u: i for i, u in enumerate(B2U.values())}
     merges = []
     for _ in range(n_merges):
         if not pairs:
@@ -204,7 +202,7 @@ def main():
     t.add_argument("-i", "--input", required=True)
     t.add_argument("-o", "--outdir", required=True)
     t.add_argument("--vocab", type=int, default=4096)
-    t.add_argument("--ctx", type=int, default=512)
+    t.add_argument("--ctx", type=int, default=256)
     e = sub.add_parser("encode")
     e.add_argument("dir")
     e.add_argument("text")
