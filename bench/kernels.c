@@ -1,0 +1,102 @@
+/*
+ * moe-bench-kernels — the matrix-product kernels alone, on one thread.
+ *
+ *   moe-bench-kernels [-r ROWS] [-c COLS] [-s SECONDS | -i ITERATIONS] [-t TYPE]
+ *
+ * For each ISA this CPU runs and each quantized/float weight type: a
+ * ROWS x COLS weight (default 1024 x 2048, an OLMoE expert's gate) times 1
+ * token (decode: reported as GB/s of weights streamed) and times 64 tokens
+ * (prefill: GOPS, 2 x rows x cols x tokens per second). The weight is
+ * cycled through 64 copies (~40-150 MB) so decode reads from memory, as it
+ * does in a model, not from cache. Run it pinned to one core (taskset -c 0)
+ * on an idle machine.
+ */
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "kernels/kernels.h"
+#include "quant/quant.h"
+
+#define COPIES 64
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static moe_act act_new(float *x, int n, int64_t cols) {
+    moe_act a = {.x = x, .cols = cols, .nb = (cols + MOE_QK - 1) / MOE_QK, .n = n};
+    a.q = calloc((size_t)n * (size_t)a.nb * MOE_QK, 1);
+    a.d = calloc((size_t)n * (size_t)a.nb, sizeof(float));
+    a.s = calloc((size_t)n * (size_t)a.nb, sizeof(float));
+    return a;
+}
+
+int main(int argc, char **argv) {
+    int64_t rows = 1024, cols = 2048;
+    double seconds = 1.0;
+    int only = -1;        /* -t TYPE: that weight type only */
+    long iters_fixed = 0; /* -i N: N products per test instead of -s seconds (for perf stat) */
+    for (int i = 1; i + 1 < argc; i += 2) {
+        if (!strcmp(argv[i], "-r")) rows = atoll(argv[i + 1]);
+        else if (!strcmp(argv[i], "-c")) cols = atoll(argv[i + 1]);
+        else if (!strcmp(argv[i], "-s")) seconds = atof(argv[i + 1]);
+        else if (!strcmp(argv[i], "-i")) iters_fixed = atol(argv[i + 1]);
+        else if (!strcmp(argv[i], "-t")) only = moe_dtype_from_name(argv[i + 1]);
+    }
+    if (rows < 4 || cols < 32 || argc % 2 == 0) {
+        fprintf(stderr, "usage: moe-bench-kernels [-r ROWS] [-c COLS] [-s SECONDS | -i ITERATIONS] [-t TYPE]\n");
+        return 2;
+    }
+    omp_set_num_threads(1);
+    const int T = 64;
+    float *src = malloc((size_t)(rows * cols) * sizeof(float)), *x = malloc((size_t)(T * cols) * sizeof(float));
+    float *y = malloc((size_t)(T * rows) * sizeof(float));
+    unsigned seed = 1;
+    for (int64_t i = 0; i < rows * cols; i++) src[i] = ((seed = seed * 1664525u + 1013904223u) >> 8) / 16777216.0f - 0.5f;
+    for (int64_t i = 0; i < T * cols; i++) x[i] = ((seed = seed * 1664525u + 1013904223u) >> 8) / 16777216.0f - 0.5f;
+    static const char *const isas[] = {"scalar", "avx2", "neon"};
+    static const moe_dtype types[] = {MOE_Q4, MOE_Q8, MOE_BF16, MOE_F32};
+    printf("| isa | weights | decode GB/s (1 token) | prefill GOPS (%d tokens) |\n| --- | --- | ---: | ---: |\n", T);
+    for (size_t i = 0; i < sizeof isas / sizeof *isas; i++) {
+        const moe_kernels *k = moe_kernels_for(isas[i]);
+        if (!k) continue;
+        for (size_t d = 0; d < sizeof types / sizeof *types; d++) {
+            const moe_dtype dt = types[d];
+            if (only >= 0 && (int)dt != only) continue;
+            const size_t bytes = moe_tensor_bytes(dt, (uint64_t)rows, (uint64_t)cols);
+            uint8_t *w = malloc(bytes * COPIES);
+            for (int c = 0; c < COPIES; c++) moe_quantize(dt, src, rows, cols, w + bytes * c);
+            double result[2];
+            for (int pass = 0; pass < 2; pass++) {
+                const int n = pass ? T : 1;
+                moe_act a = act_new(x, n, cols);
+                if (moe_dtype_is_quant(dt)) moe_act_quantize(k, &a);
+                long iters = 0;
+                const double t0 = now();
+                double t1 = t0;
+                while (iters_fixed ? iters < iters_fixed : t1 - t0 < seconds) {
+                    moe_weight wt = {w + bytes * (size_t)(iters % COPIES), dt, rows, cols};
+                    moe_mm mm = {y, rows, &wt, &a, NULL, n};
+                    k->mm[dt](&mm, 0, rows);
+                    iters++;
+                    t1 = now();
+                }
+                result[pass] = pass ? 2.0 * rows * cols * n * iters / (t1 - t0) / 1e9 : bytes * iters / (t1 - t0) / 1e9;
+                free(a.q);
+                free(a.d);
+                free(a.s);
+            }
+            printf("| %s | %s | %.2f | %.1f |\n", isas[i], moe_dtype_name(dt), result[0], result[1]);
+            free(w);
+        }
+    }
+    free(src);
+    free(x);
+    free(y);
+    return 0;
+}
