@@ -437,7 +437,7 @@ static int synthetic_model(const opts *o, char *path, size_t n, moe_error *err) 
     mkdir(dir, 0755);
     char skew[32] = "";
     if (o->skew > 0) snprintf(skew, sizeof skew, "-skew%g", o->skew);
-    snprintf(path, n, "%s/synthetic-v2-%s-%s-L%d%s.moe", dir, o->synthetic, o->quant ? o->quant : "default", hp.n_layers,
+    snprintf(path, n, "%s/synthetic-v3-%s-%s-L%d%s.moe", dir, o->synthetic, o->quant ? o->quant : "default", hp.n_layers,
              skew);
     if (access(path, R_OK) == 0) return 0;
     fprintf(stderr, "moe-bench: writing synthetic %s (%d layers, %s%s) to %s\n", o->synthetic, hp.n_layers,
@@ -599,17 +599,25 @@ int main(int argc, char **argv) {
         b.tally.prev_pos = malloc((size_t)hp->n_layers * sizeof *b.tally.prev_pos);
         if (!b.tally.count || !b.tally.prev || !b.tally.prev_pos) {
             fprintf(stderr, "moe-bench: out of memory\n");
+            free(b.tally.count);
+            free(b.tally.prev);
+            free(b.tally.prev_pos);
+            moe_model_close(m);
             return 1;
         }
         for (int l = 0; l < hp->n_layers; l++) b.tally.prev_pos[l] = -2;
     }
     if (o.drop_caches) drop_file_pages(path, &b.said_drop);
-    if (!new_ctx(&b, &err)) {
-        fprintf(stderr, "moe-bench: %s\n", err.msg);
+    result *res = calloc(2, sizeof *res); /* large (per-layer arrays): not on the stack */
+    if (!res || !new_ctx(&b, &err)) {
+        fprintf(stderr, "moe-bench: %s\n", res ? err.msg : "out of memory");
+        free(res);
+        free(b.tally.count);
+        free(b.tally.prev);
+        free(b.tally.prev_pos);
         moe_model_close(m);
         return 1;
     }
-    static result res[2]; /* large (per-layer arrays): not on the stack */
     int n_res = 0, rc = 0;
     if (o.n_prompt > 0) {
         result *r = &res[n_res++];
@@ -628,6 +636,7 @@ int main(int argc, char **argv) {
     if (rc) fprintf(stderr, "moe-bench: %s\n", err.msg);
     else output(&o, path, cpu, moe_ctx_isa(b.c), threads, membw, m, res, n_res);
     moe_ctx_free(b.c);
+    free(res);
     free(b.tally.count);
     free(b.tally.prev);
     free(b.tally.prev_pos);

@@ -83,17 +83,17 @@ static float uniform(uint64_t *s, float amp) { return ((float)(splitmix(s) >> 40
 
 /* Skewed routing (see synthetic.h). Lane 0 of the hidden state carries a
  * constant SKEW_LANE in every embedding row, large next to what random
- * layers add to the residual stream (about 0.8 rms per layer), so after
- * RMSNorm it is a steady positive value (about 5-10 with a few layers). Each
+ * layers add to the residual stream (0.2-0.4 rms per layer), so after
+ * RMSNorm it is a steady positive value (about 3 with 4 layers, more in the first layers). Each
  * router row puts its expert's Zipf bias there. Lanes 1..SKEW_TOPICS carry the
  * token's topic (ids in contiguous ranges), which raises the router logits of
  * one expert in SKEW_TOPICS by about SKEW_TOPIC_GAIN: tokens of one topic
  * share experts, and a token stream that stays in a topic (moe-bench's decode
  * stream) routes alike from one token to the next. */
-#define SKEW_LANE 16.0f
-#define SKEW_XN 6.0f           /* the normalized lane value the router columns assume */
+#define SKEW_LANE 1.5f
+#define SKEW_XN 3.0f           /* the normalized lane value the router columns assume (4 layers) */
 #define SKEW_TOPICS 8
-#define SKEW_TOPIC_GAIN 1.5f
+#define SKEW_TOPIC_GAIN 0.8f
 
 static int topic_of(int64_t token, int64_t n_vocab) { return (int)(token * SKEW_TOPICS / n_vocab); }
 
@@ -151,6 +151,19 @@ static void fill(uint8_t *dst, moe_dtype t, const moe_tensor_spec *s, uint64_t s
             for (uint64_t i = 0; i < len; i += 8) {
                 uint64_t v = splitmix(&st);
                 memcpy(p + i, &v, len - i < 8 ? len - i : 8);
+            }
+            /* Zero-mean quants: q4 nibbles decode as n - 8, so uniform nibbles
+             * average -0.5 (and q8 bytes -0.5). That common offset, summed over
+             * a row, drives the residual stream along one direction shared by
+             * every token, and then every token routes to the same experts.
+             * Mapping the lowest code to 0 makes the values symmetric. */
+            for (uint64_t i = 0; i < len; i++) {
+                if (t == MOE_Q4) {
+                    if (!(p[i] & 0x0f)) p[i] |= 0x08;
+                    if (!(p[i] & 0xf0)) p[i] |= 0x80;
+                } else if (p[i] == 0x80) {
+                    p[i] = 0;
+                }
             }
             /* scales of the four rows at the front of every group-block */
             const size_t gb = t == MOE_Q8 ? MOE_Q8_GROUP_BYTES : MOE_Q4_GROUP_BYTES;

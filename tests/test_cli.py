@@ -55,11 +55,19 @@ def main():
     checks.append(("top-k 1 is greedy", ids("--temp", "2", "--top-k", "1", "--seed", "5") == greedy))
     plain = os.path.join(args.workdir, "plain.bin")
     run(base + ["--logits-out", plain])
-    for budget in ("30%", "1"):
+    variants = [["--expert-cache", "30%"], ["--expert-cache", "1"]]
+    variants += [["--expert-cache", "25%", "--cache-policy", pol, "--prefetch", pf] for pol in ("lru", "lfu", "stats")
+                 for pf in ("off", "on")]
+    variants += [["--expert-cache", "40%", "--cache-pin", "4", "--prefetch", "on"]]
+    for flags in variants:
         cached = os.path.join(args.workdir, "cached.bin")
-        p = run(base + ["--logits-out", cached, "--expert-cache", budget])
+        p = run(base + ["--logits-out", cached] + flags)
         same = open(plain, "rb").read() == open(cached, "rb").read()
-        checks.append((f"--expert-cache {budget}: identical logits, stats printed", same and "expert cache:" in p.stderr))
+        checks.append((f"{' '.join(flags)}: identical logits, stats printed", same and "expert cache:" in p.stderr))
+    p = run(base + ["--prefetch", "on"], expect_ok=False)
+    checks.append(("--prefetch without --expert-cache is refused", p.returncode == 1 and "--expert-cache" in p.stderr))
+    p = run(base + ["--expert-cache", "30%", "--cache-policy", "fifo"], expect_ok=False)
+    checks.append(("an unknown --cache-policy is refused naming it", p.returncode == 1 and "fifo" in p.stderr))
     p = run(base + ["--expert-cache", "lots"], expect_ok=False)
     checks.append(("--expert-cache lots refused", p.returncode in (1, 2) and "expert-cache" in p.stderr))
     for flag, value in (("--top-p", "0"), ("--temp", "x"), ("--seed", "-1"), ("--top-k", "-2")):

@@ -66,6 +66,8 @@ struct moe_ctx {
     moe_mm *mm;                 /* 2 * n_experts + 3 products of one call */
     float *scores;              /* n_threads x n_ctx attention scores */
     float *route_scratch;       /* moe_route's scratch */
+    float *pf_scores;           /* n_experts: the next MoE layer's predicted router scores */
+    int32_t *pf_sel;            /* n_experts: the experts handed to the prefetch hook */
     /* MLA scratch */
     float *q_a;                 /* n_batch x q_lora_rank */
     float *q_nope;              /* n_heads x n_batch x nope: each head's rows contiguous */
@@ -149,7 +151,7 @@ moe_ctx *moe_ctx_new(const moe_model *m, moe_ctx_params p, moe_error *err) {
     c->kern = kern;
     c->experts = moe_expert_source_mmap(m);
     if (p.expert_cache_bytes > 0) {
-        if (!(c->cache = moe_expert_cache_new(m, p.expert_cache_bytes, err))) {
+        if (!(c->cache = moe_expert_cache_new_params(m, &p, err))) {
             free(c);
             return NULL;
         }
@@ -198,6 +200,8 @@ moe_ctx *moe_ctx_new(const moe_model *m, moe_ctx_params p, moe_error *err) {
     ALLOC(c->mm, imax(2 * (int)n_exp + 3, (int)H));
     ALLOC(c->scores, (size_t)c->n_threads * (size_t)c->n_ctx);
     ALLOC(c->route_scratch, moe_route_scratch(hp));
+    ALLOC(c->pf_scores, n_exp);
+    ALLOC(c->pf_sel, n_exp);
     ALLOC(c->logits, hp->n_vocab);
     if (mla) {
         const size_t qa = (size_t)imax(hp->q_lora_rank, 1), nope = (size_t)hp->qk_nope_dim;
@@ -228,7 +232,7 @@ void moe_ctx_free(moe_ctx *c) {
     void *bufs[] = {c->k_cache, c->v_cache, c->inv_freq, c->x, c->xn, c->q, c->k, c->v, c->att, c->out,
                     c->h_gate, c->h_up, c->y_exp, c->hs_gate, c->hs_up, c->router, c->sel, c->sel_w,
                     c->groups.start, c->groups.token, c->groups.weight, c->act_h_expert, c->expert_w, c->mm, c->scores,
-                    c->route_scratch, c->logits, c->q_a, c->q_nope, c->q_lat, c->lat_out, c->act_head, c->head_w};
+                    c->route_scratch, c->pf_scores, c->pf_sel, c->logits, c->q_a, c->q_nope, c->q_lat, c->lat_out, c->act_head, c->head_w};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) free(bufs[i]);
     act_free(&c->act_q_a);
     act_free(&c->act_q_nope);
@@ -480,6 +484,27 @@ static void dense_ffn(moe_ctx *c, float *y, const moe_weight *gate, const moe_we
     moe_matmul_run(c->kern, &d, 1);
 }
 
+/* Prefetch, in decode: the next MoE layer's router applied to this layer's
+ * normalized state predicts the experts that layer will want (the residual
+ * stream changes little from one layer to the next); the expert source reads
+ * them in the background while this layer computes. A batch wants most
+ * experts anyway, so prefill does not predict. */
+static void prefetch_next(moe_ctx *c, int layer, int n_tok) {
+    const moe_hparams *hp = &c->m->hp;
+    if (!c->experts.prefetch || n_tok != 1) return;
+    int next = layer + 1;
+    while (next < hp->n_layers && !hp->layer_is_moe[next]) next++;
+    if (next >= hp->n_layers) return;
+    const moe_layer *N = &c->m->layers[next];
+    const moe_mm r = product(c->pf_scores, hp->n_experts, &N->w[LT_ROUTER], &c->act_xn, NULL, 1);
+    moe_matmul_run(c->kern, &r, 1);
+    if (hp->router_bias) /* experts are chosen by sigmoid score + bias (DeepSeek-V3) */
+        for (int e = 0; e < hp->n_experts; e++)
+            c->pf_scores[e] = 1.0f / (1.0f + expf(-c->pf_scores[e])) + ((const float *)N->w[LT_ROUTER_BIAS].data)[e];
+    moe_cache_topk(c->pf_scores, hp->n_experts, hp->n_experts_used, c->pf_sel);
+    c->experts.prefetch(c->experts.self, next, hp->n_experts_used, c->pf_sel);
+}
+
 static void moe_ffn(moe_ctx *c, int layer, int n_tok) {
     const moe_hparams *hp = &c->m->hp;
     const moe_layer *L = &c->m->layers[layer];
@@ -508,6 +533,7 @@ static void moe_ffn(moe_ctx *c, int layer, int n_tok) {
     }
     c->act_xn.n = n_tok;
     if (any_quant) moe_act_quantize(c->kern, &c->act_xn);
+    prefetch_next(c, layer, n_tok); /* after this layer's experts are acquired (so pinned) */
     moe_matmul_run(c->kern, c->mm, n_mm);
     const int slots = n_tok * k;
     moe_swiglu(c->h_gate, c->h_up, (int64_t)slots * F);

@@ -19,6 +19,8 @@ typedef struct cli_opts {
     int n_predict;        /* run: default 16 tokens; chat: -1, until end of turn */
     int n_threads, n_ctx;
     const char *expert_cache; /* --expert-cache SIZE, or NULL */
+    const char *cache_policy; /* --cache-policy lru|lfu|stats, or NULL */
+    int cache_pin, cache_prefetch;
     const char *trace_experts; /* --trace-experts FILE, or NULL */
     moe_sampler_params sampling;
 } cli_opts;

@@ -56,7 +56,9 @@ static void usage(FILE *f) {
             "  sampling flags: --temp T --top-k K --top-p P --min-p P --repeat-penalty R --repeat-last-n N\n"
             "                  --presence-penalty P --frequency-penalty F --seed S\n"
             "  run is greedy unless --temp > 0 is given; chat samples (--temp 0.8) unless --temp 0.\n"
-            "  --expert-cache SIZE: routed experts from a cache of SIZE (6G, 512M, 25%%)\n"
+            "  --expert-cache SIZE: routed experts from a cache of SIZE (6G, 512M, 25%%), with\n"
+            "      --cache-policy stats|lru|lfu (default stats), --cache-pin N (the N most-routed stay),\n"
+            "      --prefetch on|off (read the next layer's predicted experts in the background; default off)\n"
             "  --trace-experts FILE (run, chat): every routing decision, a line per token and MoE layer\n"
             "  --chat-template: a built-in template (chatml, mistral) or a Jinja file, instead of the model's\n");
 }
@@ -93,8 +95,14 @@ moe_ctx *cli_ctx_new(const moe_model *m, const cli_opts *o, int n_ctx_fallback, 
         snprintf(err->msg, sizeof err->msg, "--expert-cache %s: expected a size like 6G, 512M or 25%%", o->expert_cache);
         return NULL;
     }
+    if ((o->cache_policy || o->cache_pin || o->cache_prefetch) && !o->expert_cache) {
+        snprintf(err->msg, sizeof err->msg, "--cache-policy, --cache-pin and --prefetch go with --expert-cache SIZE");
+        return NULL;
+    }
     return moe_ctx_new(m, (moe_ctx_params){.n_ctx = o->n_ctx > 0 ? o->n_ctx : n_ctx_fallback, .n_threads = o->n_threads,
-                                           .isa = getenv("MOE_ISA"), .expert_cache_bytes = cache_bytes},
+                                           .isa = getenv("MOE_ISA"), .expert_cache_bytes = cache_bytes,
+                                           .expert_cache_policy = o->cache_policy, .expert_cache_pin = o->cache_pin,
+                                           .expert_cache_prefetch = o->cache_prefetch},
                        err);
 }
 
@@ -105,6 +113,11 @@ void cli_print_cache_stats(const moe_ctx *c, FILE *f) {
             cs.slots, cs.slot_bytes / 1048576.0, (unsigned long long)cs.hits, (unsigned long long)cs.misses,
             cs.hits + cs.misses ? 100.0 * cs.hits / (double)(cs.hits + cs.misses) : 0.0,
             (unsigned long long)cs.bypasses, cs.bytes_read / 1048576.0);
+    if (cs.prefetch_issued)
+        fprintf(f, "prefetch: %llu reads, precision %.1f%%, recall %.1f%%; %.3f s stalled on reads\n",
+                (unsigned long long)cs.prefetch_issued, 100.0 * cs.prefetch_useful / (double)cs.prefetch_issued,
+                cs.prefetch_useful + cs.misses ? 100.0 * cs.prefetch_useful / (double)(cs.prefetch_useful + cs.misses) : 0.0,
+                cs.io_stall_s);
 }
 
 static void write_route(void *user, int32_t pos, int32_t layer, int32_t k, const int32_t *experts,
@@ -196,6 +209,12 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--messages")) o.messages = v;
         else if (!strcmp(a, "--expert-cache")) o.expert_cache = v;
         else if (!strcmp(a, "--trace-experts")) o.trace_experts = v;
+        else if (!strcmp(a, "--cache-policy")) o.cache_policy = v;
+        else if (!strcmp(a, "--cache-pin")) { if (int_arg(a, v, &o.cache_pin)) return 2; }
+        else if (!strcmp(a, "--prefetch")) {
+            if (strcmp(v, "on") && strcmp(v, "off")) { fprintf(stderr, "moe-cli: --prefetch expects on or off\n"); return 2; }
+            o.cache_prefetch = !strcmp(v, "on");
+        }
         else if (!strcmp(a, "--thinking")) {
             if (strcmp(v, "on") && strcmp(v, "off")) { fprintf(stderr, "moe-cli: --thinking expects on or off\n"); return 2; }
             o.thinking = !strcmp(v, "on");
