@@ -2,7 +2,8 @@
  * perplexity.c — `moe-cli perplexity -m FILE -f TEXT [-c N]`, llama.cpp style.
  *
  * The text is tokenized without special tokens and cut into consecutive,
- * non-overlapping windows of N tokens (a last, shorter window is left out).
+ * non-overlapping windows of N tokens (default 512, or the model's training
+ * context if shorter; a last, shorter window is left out).
  * Each window is evaluated from an empty cache; every token but the first of
  * a window is scored by the log-probability the model gave it after the
  * tokens before it in the window. Perplexity is exp of the mean negative
@@ -38,12 +39,13 @@ int cmd_perplexity(const cli_opts *o) {
     char *text = moe_read_file(o->file, &len, &err);
     moe_model *m = text ? moe_model_open(o->model, &err) : NULL;
     moe_tokenizer *t = m ? moe_model_tokenizer_new(m, &err) : NULL;
-    const int n_ctx = o->n_ctx > 0 ? o->n_ctx : 512;
     moe_ctx *c = NULL;
     int32_t *ids = NULL;
     float *logits = NULL;
     int n = 0, rc = 1;
     if (!t || moe_tokenizer_encode(t, text, len, 0, &ids, &n, &err)) goto done;
+    /* llama.cpp's 512 by default, but never past the context the model was trained on */
+    const int n_train = moe_model_hparams(m)->n_ctx_train, n_ctx = o->n_ctx > 0 ? o->n_ctx : n_train < 512 ? n_train : 512;
     if (n < n_ctx) {
         snprintf(err.msg, sizeof err.msg, "%s: %d tokens, fewer than one window of %d (-c)", o->file, n, n_ctx);
         goto done;
