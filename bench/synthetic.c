@@ -37,14 +37,33 @@ static const shape shapes[] = {
 };
 #define N_SHAPES (sizeof shapes / sizeof *shapes)
 
-const char *moe_synthetic_names(void) { return "olmoe-1b-7b, mixtral-8x7b, qwen3-30b-a3b, qwen1.5-moe-a2.7b"; }
+const char *moe_synthetic_names(void) {
+    return "olmoe-1b-7b, mixtral-8x7b, qwen3-30b-a3b, qwen1.5-moe-a2.7b, deepseek-v2-lite";
+}
+
+/* deepseek-ai/DeepSeek-V2-Lite: MLA without q compression, 2 shared experts,
+ * a dense first layer, YaRN; greedy softmax routing, no renormalization. */
+static void deepseek_v2_lite(moe_hparams *hp, int n_layers) {
+    *hp = (moe_hparams){.n_vocab = 102400, .n_embd = 2048, .n_layers = n_layers > 0 ? n_layers : 27, .n_heads = 16,
+                        .n_kv_heads = 16, .head_dim = 192, .n_ctx_train = 4096, .rms_eps = 1e-6f, .rope_theta = 10000.0f,
+                        .rope_scaling = MOE_ROPE_YARN, .rope_factor = 40.0f, .rope_interleaved = 1, .yarn_orig_ctx = 4096,
+                        .yarn_beta_fast = 32.0f, .yarn_beta_slow = 1.0f, .yarn_mscale = 0.707f,
+                        .yarn_mscale_all_dim = 0.707f, .attn_kind = MOE_ATTN_MLA, .kv_lora_rank = 512, .qk_nope_dim = 128,
+                        .qk_rope_dim = 64, .v_head_dim = 128, .n_experts = 64, .n_experts_used = 6, .expert_ffn = 1408,
+                        .dense_ffn = 10944, .shared_ffn = 2 * 1408, .n_groups = 1, .topk_groups = 1, .routed_scale = 1.0f,
+                        .bos_id = -1, .eos_id = -1};
+    snprintf(hp->architecture, sizeof hp->architecture, "DeepseekV2ForCausalLM");
+    for (int l = 1; l < hp->n_layers; l++) hp->layer_is_moe[l] = 1;
+}
 
 int moe_synthetic_hparams(const char *name, int n_layers, moe_hparams *hp, moe_error *err) {
     const shape *s = NULL;
     for (size_t i = 0; i < N_SHAPES; i++)
         if (!strcmp(name, shapes[i].name)) s = &shapes[i];
-    if (!s && !strcmp(name, "deepseek-v2-lite"))
-        return moe_fail(err, "--synthetic deepseek-v2-lite: the DeepSeek family (MLA attention) is not supported yet");
+    if (!s && !strcmp(name, "deepseek-v2-lite")) {
+        deepseek_v2_lite(hp, n_layers);
+        return moe_hparams_check(hp, err);
+    }
     if (!s) return moe_fail(err, "--synthetic %s: unknown model (known: %s)", name, moe_synthetic_names());
     *hp = (moe_hparams){0};
     snprintf(hp->architecture, sizeof hp->architecture, "%s", s->architecture);

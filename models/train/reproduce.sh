@@ -1,11 +1,16 @@
 #!/bin/sh
 # Rebuild the bundled demo model moe-tiny-austen from scratch (about 45 min on
-# one CPU thread).  Needs: /usr/bin/python3 with python3-torch (1.13),
-# python3-numpy, python3-matplotlib; the Debian package r-cran-janeaustenr
-#   apt-get install --no-install-recommends r-cran-janeaustenr
-# (R itself is not run; data.py reads the package's data files), and a build
-# of moe (scripts/build.sh build).  Run from the repository root.
+# one CPU thread).  It installs what it needs with apt-get: python3-torch
+# (1.13), python3-numpy, python3-matplotlib and the Debian package
+# r-cran-janeaustenr (R itself is not run; data.py reads the package's data
+# files), and builds moe (scripts/build.sh build).  Run from the repository
+# root, after scripts/install-deps.sh.
 set -eu
+sudo=""; [ "$(id -u)" -ne 0 ] && sudo=sudo
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+    python3-torch python3-numpy python3-matplotlib $(cat models/train/packages.txt)
+scripts/build.sh build
 W=${WORK:-/tmp/moe-tiny-austen-work}
 PY=/usr/bin/python3
 mkdir -p "$W"
