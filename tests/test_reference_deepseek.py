@@ -45,6 +45,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "reference"))
 import gen_checkpoint as G  # noqa: E402
 import reference as R       # noqa: E402
+from test_families import swapped  # noqa: E402
 
 V3_META = os.path.join(HERE, "..", "..", "shared", "model-meta",
                        "deepseek-ai--DeepSeek-V3", "config.json")
@@ -341,18 +342,6 @@ def checkpoint_checks(t, work):
                 ", ".join(f"{k} {v:.3g}" for k, v in eff.items()))
 
 
-@contextlib.contextmanager
-def swapped(obj, key, value):
-    if isinstance(obj, dict):
-        get, put = obj.__getitem__, obj.__setitem__
-    else:
-        get, put = (lambda k: getattr(obj, k)), (lambda k, v: setattr(obj, k, v))
-    saved = get(key)
-    put(key, value)
-    try:
-        yield
-    finally:
-        put(key, saved)
 
 
 # --------------------------------------------------------------------------

@@ -200,15 +200,7 @@ class Model:
         self.sliding_window = self._active_sliding_window()
 
         self._tensors = dict(tensors)
-        take = self._take
-        self.embed = take("model.embed_tokens.weight")
-        tied = c.get("tie_word_embeddings", False) and "lm_head.weight" not in tensors
-        self.lm_head = self.embed if tied else take("lm_head.weight")
-        self.final_norm = take("model.norm.weight")
-        self.layers = [self._load_layer(i) for i in range(self.n_layers)]
-        if self._tensors:
-            raise ValueError("checkpoint tensors the reference did not use: "
-                             + ", ".join(sorted(self._tensors)[:10]))
+        self._load_weights(c, tensors)
 
     def _active_sliding_window(self):
         """The sliding window if one applies (not implemented: forward refuses
@@ -221,6 +213,18 @@ class Model:
         else:
             active = False
         return c.get("sliding_window") if active else None
+
+    def _load_weights(self, c, tensors):
+        """Embedding, layers, final norm and head; every tensor must be used."""
+        take = self._take
+        self.embed = take("model.embed_tokens.weight")
+        tied = c.get("tie_word_embeddings", False) and "lm_head.weight" not in tensors
+        self.lm_head = self.embed if tied else take("lm_head.weight")
+        self.final_norm = take("model.norm.weight")
+        self.layers = [self._load_layer(i) for i in range(self.n_layers)]
+        if self._tensors:
+            raise ValueError("checkpoint tensors the reference did not use: "
+                             + ", ".join(sorted(self._tensors)[:10]))
 
     def _take(self, name):
         try:
@@ -597,15 +601,7 @@ class DeepseekModel(Model):
         mtp_prefixes = tuple(f"model.layers.{self.n_layers + j}." for j in range(n_mtp))
         self.mtp_tensors = {k: self._tensors.pop(k) for k in list(self._tensors)
                             if mtp_prefixes and k.startswith(mtp_prefixes)}
-        take = self._take
-        self.embed = take("model.embed_tokens.weight")
-        tied = c.get("tie_word_embeddings", False) and "lm_head.weight" not in tensors
-        self.lm_head = self.embed if tied else take("lm_head.weight")
-        self.final_norm = take("model.norm.weight")
-        self.layers = [self._load_layer(i) for i in range(self.n_layers)]
-        if self._tensors:
-            raise ValueError("checkpoint tensors the reference did not use: "
-                             + ", ".join(sorted(self._tensors)[:10]))
+        self._load_weights(c, tensors)
 
     def _linear(self, prefix, bias=False):
         """(weight, bias or None) of prefix.weight, dequantized when a
