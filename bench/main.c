@@ -45,7 +45,7 @@
 
 typedef struct opts {
     const char *model, *synthetic, *output, *quant, *cache_dir, *expert_cache, *cache_policy;
-    int n_prompt, n_gen, n_threads, reps, layers, membw, cache_pin, prefetch, drop_caches;
+    int n_prompt, n_gen, n_threads, reps, layers, membw, cache_pin, prefetch, drop_caches, no_mmap;
     double skew;
 } opts;
 
@@ -333,6 +333,7 @@ static void usage(FILE *f) {
             "  --cache-policy P  lru, lfu or stats (default: stats)\n"
             "  --cache-pin N     keep the N experts of highest routing frequency resident\n"
             "  --prefetch on|off read the next layer's predicted experts in the background (default off)\n"
+            "  --no-mmap         read the model into memory instead of mapping it\n"
             "  --drop-caches     every run cold: no warm-up, the file's pages dropped, a fresh context\n"
             "  MOE_ISA=scalar|avx2|neon forces the kernels.\n",
             moe_synthetic_names());
@@ -357,6 +358,7 @@ static int parse(int argc, char **argv, opts *o) {
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); exit(0); }
         else if (!strcmp(a, "--membw")) { o->membw = 1; takes = 0; }
         else if (!strcmp(a, "--drop-caches")) { o->drop_caches = 1; takes = 0; }
+        else if (!strcmp(a, "--no-mmap")) { o->no_mmap = 1; takes = 0; }
         else if (!v) { fprintf(stderr, "moe-bench: %s needs a value\n", a); return -1; }
         else if (!strcmp(a, "-m")) o->model = v;
         else if (!strcmp(a, "--synthetic")) o->synthetic = v;
@@ -573,7 +575,7 @@ int main(int argc, char **argv) {
     } else {
         snprintf(path, sizeof path, "%s", o.model);
     }
-    moe_model *m = moe_model_open(path, &err);
+    moe_model *m = moe_model_open_with(path, (moe_model_params){.no_mmap = o.no_mmap}, &err);
     if (!m) {
         fprintf(stderr, "moe-bench: %s\n", err.msg);
         return 1;

@@ -122,6 +122,12 @@ typedef struct moe_hparams {
 /* Maps and validates the file structure (header checksum, bounds, overlaps,
  * sizes against shapes and dtypes, version). Weights are not copied. */
 moe_model *moe_model_open(const char *path, moe_error *err);
+
+typedef struct moe_model_params {
+    int no_mmap;               /* read the whole file into memory instead of mapping it: more
+                                  memory and a slower start, faster decode (bench/README.md) */
+} moe_model_params;
+moe_model *moe_model_open_with(const char *path, moe_model_params p, moe_error *err);
 void moe_model_close(moe_model *m);
 const moe_hparams *moe_model_hparams(const moe_model *m);
 

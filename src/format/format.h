@@ -55,8 +55,10 @@ typedef struct moef_file {
     int *by_name;                /* tensor indices sorted by name */
 } moef_file;
 
-/* Maps the file and validates its whole structure; returns 0 or -1 with err. */
-int moef_open(moef_file *f, const char *path, moe_error *err);
+/* Maps the file and validates its whole structure; returns 0 or -1 with err.
+ * With load set, the file is read into anonymous memory instead of mapped
+ * (see moe_model_params.no_mmap). */
+int moef_open(moef_file *f, const char *path, int load, moe_error *err);
 void moef_close(moef_file *f);
 
 const moef_tensor *moef_find(const moef_file *f, const char *name);

@@ -81,12 +81,16 @@ static int bind_all(moe_model *m, moe_error *err) {
 }
 
 moe_model *moe_model_open(const char *path, moe_error *err) {
+    return moe_model_open_with(path, (moe_model_params){0}, err);
+}
+
+moe_model *moe_model_open_with(const char *path, moe_model_params p, moe_error *err) {
     moe_model *m = calloc(1, sizeof *m);
     if (!m) {
         moe_fail(err, "out of memory");
         return NULL;
     }
-    if (moef_open(&m->file, path, err)) {
+    if (moef_open(&m->file, path, p.no_mmap, err)) {
         free(m);
         return NULL;
     }

@@ -41,7 +41,7 @@ int main(void) {
     moef_writer_free(w);
 
     moef_file f;
-    CHECK(moef_open(&f, path, &err) == 0, "%s", err.msg);
+    CHECK(moef_open(&f, path, 0, &err) == 0, "%s", err.msg);
     int64_t v;
     double dv;
     CHECK(moef_meta_i64(&f, "i", &v, &err) == 0 && v == -7, "i32");

@@ -285,7 +285,7 @@ static int chat_loop(chat *ch, moe_error *err) {
 int cmd_chat(const cli_opts *o) {
     moe_error err = {{0}};
     chat ch = {.o = o, .tty = o->interactive || isatty(STDIN_FILENO)};
-    moe_model *m = moe_model_open(o->model, &err);
+    moe_model *m = cli_model_open(o, &err);
     int rc = 1;
     ch.model = m;
     if (!m || !(ch.tok = moe_model_tokenizer_new(m, &err)) || cli_chat_template(o, &ch.chat_template, &err) ||

@@ -14,7 +14,7 @@ typedef struct cli_opts {
     int n_stops;
     const char *text;     /* tokenize: the positional TEXT */
     int add_generation_prompt, thinking; /* thinking: -1 unset */
-    int pieces, no_special, jsonl, skip_special, verify, tensors, ignore_eos, interactive;
+    int pieces, no_special, jsonl, skip_special, verify, tensors, ignore_eos, interactive, no_mmap;
     long long now;        /* render/chat: the template's clock; -1: now */
     int n_predict;        /* run: default 16 tokens; chat: -1, until end of turn */
     int n_threads, n_ctx;
@@ -35,6 +35,9 @@ int cmd_perplexity(const cli_opts *o);
 
 /* "1,2,3" into a fresh array; prints why and returns -1 on bad input. */
 int cli_parse_tokens(const char *s, int32_t **out, int *n);
+
+/* The model of -m, mapped or with --no-mmap read into memory. */
+moe_model *cli_model_open(const cli_opts *o, moe_error *err);
 
 /* A context for m with the options -c (n_ctx, or fallback when 0), -t,
  * --expert-cache and MOE_ISA. */

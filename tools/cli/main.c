@@ -60,6 +60,7 @@ static void usage(FILE *f) {
             "      --cache-policy stats|lru|lfu (default stats), --cache-pin N (the N most-routed stay),\n"
             "      --prefetch on|off (read the next layer's predicted experts in the background; default off)\n"
             "  --trace-experts FILE (run, chat): every routing decision, a line per token and MoE layer\n"
+            "  --no-mmap: read the model into memory instead of mapping it (faster decode, more memory)\n"
             "  --chat-template: a built-in template (chatml, mistral) or a Jinja file, instead of the model's\n");
 }
 
@@ -87,6 +88,10 @@ int cli_parse_tokens(const char *s, int32_t **out, int *n) {
     *out = v;
     *n = k;
     return 0;
+}
+
+moe_model *cli_model_open(const cli_opts *o, moe_error *err) {
+    return moe_model_open_with(o->model, (moe_model_params){.no_mmap = o->no_mmap}, err);
 }
 
 moe_ctx *cli_ctx_new(const moe_model *m, const cli_opts *o, int n_ctx_fallback, moe_error *err) {
@@ -194,6 +199,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--skip-special")) { o.skip_special = 1; takes = 0; }
         else if (!strcmp(a, "--no-generation-prompt")) { o.add_generation_prompt = 0; takes = 0; }
         else if (!strcmp(a, "--ignore-eos")) { o.ignore_eos = 1; takes = 0; }
+        else if (!strcmp(a, "--no-mmap")) { o.no_mmap = 1; takes = 0; }
         else if (!strcmp(a, "-i") || !strcmp(a, "--interactive")) { o.interactive = 1; takes = 0; }
         else if (!v) { fprintf(stderr, "moe-cli: %s needs a value\n", a); return 2; }
         else if (!strcmp(a, "-m") || !strcmp(a, "--model")) o.model = v;

@@ -37,7 +37,7 @@ int cmd_perplexity(const cli_opts *o) {
     moe_error err = {{0}};
     size_t len = 0;
     char *text = moe_read_file(o->file, &len, &err);
-    moe_model *m = text ? moe_model_open(o->model, &err) : NULL;
+    moe_model *m = text ? cli_model_open(o, &err) : NULL;
     moe_tokenizer *t = m ? moe_model_tokenizer_new(m, &err) : NULL;
     moe_ctx *c = NULL;
     int32_t *ids = NULL;

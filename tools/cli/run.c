@@ -127,7 +127,7 @@ int cmd_run(const cli_opts *o) {
     moe_ctx *c = NULL;
     moe_sampler *smp = NULL;
     FILE *trace = NULL;
-    moe_model *m = moe_model_open(o->model, &err);
+    moe_model *m = cli_model_open(o, &err);
     int rc = !m ? -1 : o->prompt ? run_text(o, m, &c, &smp, &trace, &err) : run_tokens(o, m, &c, &smp, &trace, &err);
     if (rc == 0 && c) cli_print_cache_stats(c, stderr);
     if (rc < 0) fprintf(stderr, "moe-cli: %s\n", err.msg);
