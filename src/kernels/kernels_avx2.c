@@ -18,7 +18,7 @@
 #include "quant/quant.h"
 
 #define TOK_TILE 4
-#define PREFETCH_AHEAD 1024 /* bytes: weights stream once, so ask for them early */
+#define PREFETCH_AHEAD 4096 /* bytes: weights stream once, so ask for them early */
 
 static inline const float *act_row(const moe_mm *mm, int j) {
     return mm->a->x + (size_t)(mm->idx ? mm->idx[j] : j) * (size_t)mm->a->cols;
@@ -104,6 +104,8 @@ static inline __attribute__((always_inline)) void q8_group(const moe_mm *mm, con
     for (int t = 0; t < T; t++) out[t] = _mm_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = grp + (size_t)b * MOE_Q8_GROUP_BYTES;
+        _mm_prefetch((const char *)blk + PREFETCH_AHEAD, _MM_HINT_T0);
+        _mm_prefetch((const char *)blk + PREFETCH_AHEAD + 64, _MM_HINT_T0);
         const __m128 dw = _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)blk));
         __m256i w[4], aw[4];
         for (int r = 0; r < 4; r++) {
