@@ -29,7 +29,6 @@ if any check failed.
 """
 
 import argparse
-import contextlib
 import json
 import math
 import os
@@ -45,7 +44,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "reference"))
 import gen_checkpoint as G  # noqa: E402
 import reference as R       # noqa: E402
-from test_families import swapped  # noqa: E402
+from test_families import apply_mutants, swapped  # noqa: E402
 
 V3_META = os.path.join(HERE, "..", "..", "shared", "model-meta",
                        "deepseek-ai--DeepSeek-V3", "config.json")
@@ -330,13 +329,7 @@ def checkpoint_checks(t, work):
                                                   for L in m.layers if "score_bias" in L]
             mutants["no group limit"] = [(m, "topk_group", m.n_group)]
             mutants["no cos/sin mscale"] = [(m, "rope_mscale", 1.0)]
-        eff = {}
-        scale = np.max(np.abs(base))
-        for name, patches in mutants.items():
-            with contextlib.ExitStack() as st:
-                for obj, key, val in patches:
-                    st.enter_context(swapped(obj, key, val))
-                eff[name] = float(np.max(np.abs(m.forward(toks) - base)) / scale)
+        eff = apply_mutants(m, toks, base, mutants)
         weakest = min(eff, key=eff.get)
         t.check(eff[weakest] > 2e-2, f"{fam}: every mutant moves the logits by > 2e-2",
                 ", ".join(f"{k} {v:.3g}" for k, v in eff.items()))

@@ -169,7 +169,7 @@ moe_ctx *moe_ctx_new(const moe_model *m, moe_ctx_params p, moe_error *err) {
     const size_t n_exp = (size_t)imax(hp->n_experts, 1), topk = (size_t)imax(hp->n_experts_used, 1);
     const size_t slots = B * topk, eff = (size_t)imax(hp->expert_ffn, 1);
     const size_t sff = (size_t)imax(imax(hp->dense_ffn, hp->shared_ffn), 1);
-    const size_t cache = (size_t)c->n_ctx * (moe_model_kv_bytes_per_token(m) / sizeof(float)) / (mla ? 1 : 2);
+    const size_t cache = (size_t)hp->n_layers * (size_t)c->n_ctx * kvd; /* each of K and V; MLA: the latent only */
 
     /* Every buffer is sized here, once; the forward pass allocates nothing. */
     int ok = 1;

@@ -55,14 +55,17 @@ void moe_route(const moe_hparams *hp, const float *logits, const float *bias, fl
                 group[g] = c[two[0]] + c[two[1]];
             }
         }
-        int32_t *kept = (int32_t *)(group + hp->n_groups);
-        for (int i = 0; i < hp->topk_groups; i++) kept[i] = best_untaken(group, hp->n_groups, kept, i);
-        for (int g = 0; g < hp->n_groups; g++) {
-            int keep = 0;
-            for (int i = 0; i < hp->topk_groups; i++) keep |= kept[i] == g;
-            if (!keep)
-                for (int e = g * per; e < (g + 1) * per; e++) choice[e] = 0.0f;
+        float *kept = group + hp->n_groups; /* 1 for the topk_groups best groups */
+        for (int g = 0; g < hp->n_groups; g++) kept[g] = 0.0f;
+        for (int i = 0; i < hp->topk_groups; i++) {
+            int best = -1;
+            for (int g = 0; g < hp->n_groups; g++)
+                if (!kept[g] && (best < 0 || group[g] > group[best])) best = g;
+            kept[best] = 1.0f;
         }
+        for (int g = 0; g < hp->n_groups; g++)
+            if (!kept[g])
+                for (int e = g * per; e < (g + 1) * per; e++) choice[e] = 0.0f;
     }
     /* Selection of k: k is small next to the experts. */
     double sum = 0;

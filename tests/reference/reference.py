@@ -345,6 +345,10 @@ class Model:
             out += gate * swiglu(x, *L["shared"])
         return out
 
+    def rope_cos_sin(self, T):
+        """cos, sin of positions 0..T-1 (the family's RoPE)."""
+        return rope_cos_sin(self.cfg, self.head_dim, T)
+
     def forward(self, tokens, stats=None):
         """Logits [T, vocab] (float64) for the token sequence, positions 0..T-1."""
         stats = {} if stats is None else stats
@@ -354,7 +358,7 @@ class Model:
             raise NotImplementedError("sequence longer than the sliding window")
         if tokens.min() < 0 or tokens.max() >= self.vocab:
             raise ValueError("token id out of range")
-        cos, sin = rope_cos_sin(self.cfg, self.head_dim, T)
+        cos, sin = self.rope_cos_sin(T)
         h = self.embed[tokens]
         for L in self.layers:
             h = h + self.attention(L, rms_norm(h, L["in_norm"], self.eps), cos, sin)
@@ -746,20 +750,6 @@ class DeepseekModel(Model):
         if "shared" in L:
             out += swiglu(x, *L["shared"])
         return out
-
-    def forward(self, tokens, stats=None):
-        """Logits [T, vocab] (float64) for the token sequence, positions 0..T-1."""
-        stats = {} if stats is None else stats
-        tokens = np.asarray(tokens, dtype=np.int64)
-        if tokens.min() < 0 or tokens.max() >= self.vocab:
-            raise ValueError("token id out of range")
-        cos, sin = self.rope_cos_sin(len(tokens))
-        h = self.embed[tokens]
-        for L in self.layers:
-            h = h + self.attention(L, rms_norm(h, L["in_norm"], self.eps), cos, sin)
-            x = rms_norm(h, L["post_norm"], self.eps)
-            h = h + (swiglu(x, *L["dense"]) if "dense" in L else self.moe(L, x, stats))
-        return rms_norm(h, self.final_norm, self.eps) @ self.lm_head.T
 
 
 def greedy_margin(row):
