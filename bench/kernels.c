@@ -2,6 +2,7 @@
  * moe-bench-kernels — the matrix-product kernels alone, on one thread.
  *
  *   moe-bench-kernels [-r ROWS] [-c COLS] [-s SECONDS | -i ITERATIONS] [-t TYPE]
+ *                     [-j THREADS] [-e PRODUCTS]
  *
  * For each ISA this CPU runs and each quantized/float weight type: a
  * ROWS x COLS weight (default 1024 x 2048, an OLMoE expert's gate) times 1
@@ -10,6 +11,12 @@
  * cycled through 64 copies (~40-150 MB) so decode reads from memory, as it
  * does in a model, not from cache. Run it pinned to one core (taskset -c 0)
  * on an idle machine.
+ *
+ * With -j THREADS it also times decode through the threaded driver
+ * (moe_matmul_run) with the best ISA: PRODUCTS weights per call (default 16,
+ * the gate and up of a token's 8 OLMoE experts), each a different copy, as
+ * the forward pass issues them. The gap between this and THREADS x the
+ * single-thread figure is what splitting the work costs.
  */
 #include <omp.h>
 #include <stdio.h>
@@ -36,20 +43,54 @@ static moe_act act_new(float *x, int n, int64_t cols) {
     return a;
 }
 
+/* Decode through moe_matmul_run: `products` copies per call, consecutive
+ * calls on the following copies, GB/s of weights streamed. */
+static double driver_decode_gbs(const moe_kernels *k, moe_dtype dt, const uint8_t *w, size_t bytes, int64_t rows,
+                                int64_t cols, float *x, int threads, int products, double seconds, long iters_fixed) {
+    omp_set_num_threads(threads);
+    moe_act a = act_new(x, 1, cols);
+    if (moe_dtype_is_quant(dt)) moe_act_quantize(k, &a);
+    moe_weight wt[COPIES];
+    moe_mm mm[COPIES];
+    float *y = malloc((size_t)products * (size_t)rows * sizeof(float));
+    long calls = 0;
+    const double t0 = now();
+    double t1 = t0;
+    while (iters_fixed ? calls * products < iters_fixed : t1 - t0 < seconds) {
+        for (int p = 0; p < products; p++) {
+            wt[p] = (moe_weight){w + bytes * (size_t)((calls * products + p) % COPIES), dt, rows, cols};
+            mm[p] = (moe_mm){y + (size_t)p * (size_t)rows, rows, &wt[p], &a, NULL, 1};
+        }
+        moe_matmul_run(k, mm, products);
+        calls++;
+        t1 = now();
+    }
+    free(y);
+    free(a.q);
+    free(a.d);
+    free(a.s);
+    omp_set_num_threads(1);
+    return (double)bytes * (double)(calls * products) / (t1 - t0) / 1e9;
+}
+
 int main(int argc, char **argv) {
     int64_t rows = 1024, cols = 2048;
     double seconds = 1.0;
     int only = -1;        /* -t TYPE: that weight type only */
     long iters_fixed = 0; /* -i N: N products per test instead of -s seconds (for perf stat) */
+    int threads = 0, products = 16;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "-r")) rows = atoll(argv[i + 1]);
         else if (!strcmp(argv[i], "-c")) cols = atoll(argv[i + 1]);
         else if (!strcmp(argv[i], "-s")) seconds = atof(argv[i + 1]);
         else if (!strcmp(argv[i], "-i")) iters_fixed = atol(argv[i + 1]);
         else if (!strcmp(argv[i], "-t")) only = moe_dtype_from_name(argv[i + 1]);
+        else if (!strcmp(argv[i], "-j")) threads = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "-e")) products = atoi(argv[i + 1]);
     }
-    if (rows < 4 || cols < 32 || argc % 2 == 0) {
-        fprintf(stderr, "usage: moe-bench-kernels [-r ROWS] [-c COLS] [-s SECONDS | -i ITERATIONS] [-t TYPE]\n");
+    if (rows < 4 || cols < 32 || argc % 2 == 0 || threads < 0 || products < 1 || products > COPIES) {
+        fprintf(stderr, "usage: moe-bench-kernels [-r ROWS] [-c COLS] [-s SECONDS | -i ITERATIONS] [-t TYPE]\n"
+                        "                         [-j THREADS] [-e PRODUCTS]\n");
         return 2;
     }
     omp_set_num_threads(1);
@@ -92,6 +133,10 @@ int main(int argc, char **argv) {
                 free(a.s);
             }
             printf("| %s | %s | %.2f | %.1f |\n", isas[i], moe_dtype_name(dt), result[0], result[1]);
+            if (threads && k == moe_kernels_select(NULL, NULL))
+                printf("| %s, %d threads, %d products per call | %s | %.2f | |\n", isas[i], threads, products,
+                       moe_dtype_name(dt), driver_decode_gbs(k, dt, w, bytes, rows, cols, x, threads, products,
+                                                             seconds, iters_fixed));
             free(w);
         }
     }

@@ -87,6 +87,7 @@ const moe_kernels *moe_kernels_select(const char *force, moe_error *err) {
 void moe_matmul_run(const moe_kernels *k, const moe_mm *mm, int n) {
     int64_t units = 0;
     for (int p = 0; p < n; p++) {
+        if (mm[p].n <= 0) continue;
         if (use_blas(k, &mm[p])) {
 #ifdef MOE_HAVE_BLAS
             /* y (n x rows) = x (n x cols) * w^T */
@@ -99,14 +100,25 @@ void moe_matmul_run(const moe_kernels *k, const moe_mm *mm, int n) {
         units += (mm[p].w->rows + ROWS_PER_UNIT - 1) / ROWS_PER_UNIT;
     }
     if (!units) return;
-    /* nowait: a thread done with its share of one product starts on the next. */
+    /* Each thread takes one contiguous run of the units of all products
+     * together. Handing out single units in turn (dynamic scheduling) made
+     * each thread's reads jump every 36 KB, and two threads then streamed no
+     * faster than one: 31 against 51 GB/s in moe-bench-kernels -j 2. */
     #pragma omp parallel if (units > 1)
-    for (int p = 0; p < n; p++) {
-        const int64_t rows = mm[p].w->rows;
-        if (mm[p].n <= 0 || use_blas(k, &mm[p])) continue;
-        #pragma omp for schedule(dynamic, 1) nowait
-        for (int64_t r0 = 0; r0 < rows; r0 += ROWS_PER_UNIT)
-            k->mm[mm[p].w->dtype](&mm[p], r0, r0 + ROWS_PER_UNIT < rows ? r0 + ROWS_PER_UNIT : rows);
+    {
+        const int nt = omp_get_num_threads(), t = omp_get_thread_num();
+        const int64_t u0 = units * t / nt, u1 = units * (t + 1) / nt;
+        int64_t base = 0;  /* units of the products before p */
+        for (int p = 0; p < n && base < u1; p++) {
+            if (mm[p].n <= 0 || use_blas(k, &mm[p])) continue;
+            const int64_t rows = mm[p].w->rows, pu = (rows + ROWS_PER_UNIT - 1) / ROWS_PER_UNIT;
+            const int64_t a = u0 > base ? u0 - base : 0, b = u1 - base < pu ? u1 - base : pu;
+            if (a < b) {
+                const int64_t r1 = b * ROWS_PER_UNIT < rows ? b * ROWS_PER_UNIT : rows;
+                k->mm[mm[p].w->dtype](&mm[p], a * ROWS_PER_UNIT, r1);
+            }
+            base += pu;
+        }
     }
 }
 

@@ -10,6 +10,7 @@
  * ISAs this machine cannot run are skipped with the reason printed.
  */
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -173,6 +174,52 @@ static void test_contiguous_f32(const moe_kernels *k, unsigned *seed) {
     unmake(&f);
 }
 
+/* Several products in one call (the experts of a token), split over 1-5
+ * threads, each product's rows cut at unit boundaries that fall anywhere:
+ * every output equals the product computed alone on one thread. One product
+ * has no tokens and must be left untouched. */
+static void test_split(const moe_kernels *k, unsigned *seed) {
+    enum { P = 5 };
+    const int64_t rows[P] = {37, 100, 4, 64, 131};
+    const int toks[P] = {1, 2, 0, 3, 1};
+    fixture f[P];
+    moe_act a[P];
+    moe_mm mm[P];
+    float *y[P], *want[P];
+    for (int p = 0; p < P; p++) {
+        f[p] = make(p % 2 ? MOE_Q4 : MOE_Q8, rows[p], 96, toks[p] ? toks[p] : 1, (*seed)++);
+        a[p] = act_new(&f[p]);
+        k->quantize_act(&a[p], 0, f[p].n);
+        f[p].n = toks[p];
+        y[p] = malloc((size_t)(rows[p] * 3) * 4);
+        want[p] = malloc((size_t)(rows[p] * 3) * 4);
+        mm[p] = (moe_mm){want[p], rows[p], &f[p].w, &a[p], f[p].idx, toks[p]};
+        if (toks[p]) k->mm[f[p].w.dtype](&mm[p], 0, rows[p]);
+    }
+    for (int threads = 1; threads <= 5; threads++) {
+        omp_set_num_threads(threads);
+        for (int p = 0; p < P; p++) {
+            for (int64_t i = 0; i < rows[p] * 3; i++) y[p][i] = -1234.0f;
+            mm[p].y = y[p];
+        }
+        moe_matmul_run(k, mm, P);
+        for (int p = 0; p < P; p++) {
+            int bad = 0;
+            for (int64_t i = 0; i < rows[p] * 3; i++)
+                bad += i < rows[p] * toks[p] ? y[p][i] != want[p][i] : y[p][i] != -1234.0f;
+            CHECK(bad == 0, "%s %d threads, product %d of %d: %d outputs differ from the product alone", k->isa,
+                  threads, p, P, bad);
+        }
+    }
+    omp_set_num_threads(1);
+    for (int p = 0; p < P; p++) {
+        free(y[p]);
+        free(want[p]);
+        act_del(&a[p]);
+        unmake(&f[p]);
+    }
+}
+
 /* attention's dot and axpy against double precision, lengths 0..69 */
 static void test_dot_axpy(const moe_kernels *k, unsigned *seed) {
     for (int n = 0; n < 70; n++) {
@@ -219,6 +266,10 @@ int main(void) {
 
     /* Large f32 products with contiguous activations go to BLAS (when built with it). */
     if (simd[0] || simd[1]) test_contiguous_f32(simd[0] ? simd[0] : simd[1], &seed);
+
+    test_split(&moe_kernels_scalar, &seed);
+    for (int i = 0; i < 2; i++)
+        if (simd[i]) test_split(simd[i], &seed);
 
     /* attention's dot and axpy, every ISA, lengths around the vector widths */
     test_dot_axpy(&moe_kernels_scalar, &seed);
