@@ -100,7 +100,7 @@ int main(int argc, char **argv) {
     unsigned seed = 1;
     for (int64_t i = 0; i < rows * cols; i++) src[i] = ((seed = seed * 1664525u + 1013904223u) >> 8) / 16777216.0f - 0.5f;
     for (int64_t i = 0; i < T * cols; i++) x[i] = ((seed = seed * 1664525u + 1013904223u) >> 8) / 16777216.0f - 0.5f;
-    static const char *const isas[] = {"scalar", "avx2", "neon"};
+    static const char *const isas[] = {"scalar", "avx2", "avx512", "neon"};
     static const moe_dtype types[] = {MOE_Q4, MOE_Q8, MOE_BF16, MOE_F32};
     printf("| isa | weights | decode GB/s (1 token) | prefill GOPS (%d tokens) |\n| --- | --- | ---: | ---: |\n", T);
     for (size_t i = 0; i < sizeof isas / sizeof *isas; i++) {

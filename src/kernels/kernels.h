@@ -63,7 +63,7 @@ typedef struct moe_kernels {
 } moe_kernels;
 
 /* The best kernels this CPU runs, or those named by `force` ("scalar",
- * "avx2", ...; NULL or "" for automatic). NULL with err when the forced ISA
+ * "avx2", "avx512", ...; NULL or "" for automatic). NULL with err when the forced ISA
  * is unknown or not supported here. */
 const moe_kernels *moe_kernels_select(const char *force, moe_error *err);
 /* The kernels of one ISA if built and supported by this CPU, else NULL. */
@@ -72,6 +72,7 @@ const moe_kernels *moe_kernels_for(const char *isa);
 extern const moe_kernels moe_kernels_scalar;
 #if defined(__x86_64__)
 extern const moe_kernels moe_kernels_avx2;
+extern const moe_kernels moe_kernels_avx512;
 #endif
 #if defined(__aarch64__)
 extern const moe_kernels moe_kernels_neon;

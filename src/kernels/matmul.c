@@ -49,6 +49,10 @@ static int cpu_supports(const char *isa) {
 #if defined(__x86_64__)
     if (!strcmp(isa, "avx2"))
         return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    if (!strcmp(isa, "avx512"))
+        return cpu_supports("avx2") && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+               __builtin_cpu_supports("avx512vnni");
 #endif
 #if defined(__aarch64__)
     if (!strcmp(isa, "neon")) return 1;
@@ -58,6 +62,7 @@ static int cpu_supports(const char *isa) {
 
 static const moe_kernels *const all_kernels[] = {
 #if defined(__x86_64__)
+    &moe_kernels_avx512,
     &moe_kernels_avx2,
 #endif
 #if defined(__aarch64__)

@@ -244,36 +244,41 @@ static void test_dot_axpy(const moe_kernels *k, unsigned *seed) {
 }
 
 int main(void) {
-    const char *simd_isas[] = {"avx2", "neon"};
-    const moe_kernels *simd[2];
-    for (int i = 0; i < 2; i++) {
+    enum { N_SIMD = 3 };
+    const char *simd_isas[N_SIMD] = {"avx2", "avx512", "neon"};
+    const moe_kernels *simd[N_SIMD];
+    const moe_kernels *any_simd = NULL;
+    for (int i = 0; i < N_SIMD; i++) {
         simd[i] = moe_kernels_for(simd_isas[i]);
         if (!simd[i]) printf("skip: %s kernels are not built for this target or not supported by this CPU\n", simd_isas[i]);
         else printf("testing %s kernels against scalar\n", simd_isas[i]);
+        if (simd[i] && !any_simd) any_simd = simd[i];
     }
     const int64_t rows[] = {1, 5, 37, 64};
     const int64_t cols[] = {1, 31, 33, 64, 257, 300};
-    const int toks[] = {1, 3, 17};
+    const int toks[] = {1, 3, 13, 17};
     unsigned seed = 1;
-    /* s = 0: the scalar kernels alone; s = 1, 2: each SIMD ISA against them */
-    for (int s = 0; s < 3; s++)
+    /* s = 0: the scalar kernels alone; s >= 1: each SIMD ISA against them */
+    for (int s = 0; s <= N_SIMD; s++)
         for (int d = 0; d < MOE_DTYPE_COUNT; d++)
             for (size_t r = 0; r < sizeof rows / sizeof *rows; r++)
                 for (size_t c = 0; c < sizeof cols / sizeof *cols; c++)
                     for (size_t t = 0; t < sizeof toks / sizeof *toks; t++)
                         if (s == 0 || simd[s - 1]) test_shape(s ? simd[s - 1] : NULL, (moe_dtype)d, rows[r], cols[c], toks[t], seed++);
-    for (int d = 0; d < MOE_DTYPE_COUNT; d++) test_shape(simd[0] ? simd[0] : simd[1], (moe_dtype)d, 41, 96, 512, seed++);
+    for (int i = 0; i < N_SIMD; i++)
+        for (int d = 0; d < MOE_DTYPE_COUNT; d++)
+            if (simd[i]) test_shape(simd[i], (moe_dtype)d, 41, 96, 512, seed++);
 
     /* Large f32 products with contiguous activations go to BLAS (when built with it). */
-    if (simd[0] || simd[1]) test_contiguous_f32(simd[0] ? simd[0] : simd[1], &seed);
+    if (any_simd) test_contiguous_f32(any_simd, &seed);
 
     test_split(&moe_kernels_scalar, &seed);
-    for (int i = 0; i < 2; i++)
+    for (int i = 0; i < N_SIMD; i++)
         if (simd[i]) test_split(simd[i], &seed);
 
     /* attention's dot and axpy, every ISA, lengths around the vector widths */
     test_dot_axpy(&moe_kernels_scalar, &seed);
-    for (int i = 0; i < 2; i++)
+    for (int i = 0; i < N_SIMD; i++)
         if (simd[i]) test_dot_axpy(simd[i], &seed);
 
     float x[5] = {1, -2, 3, 0.5f, -0.25f}, wt[5] = {1, 0.5f, 2, 1, -1}, o[5];

@@ -1,0 +1,232 @@
+/*
+ * kernels_avx512.c — AVX-512 (F, BW, VL, DQ) + VNNI kernels (x86-64).
+ * Compiled with those flags for this file only and chosen at run time when
+ * the CPU has them all.
+ *
+ * q4/q8 use vpdpbusd (u8 x s8, four products summed into each i32 lane),
+ * which replaces AVX2's maddubs + madd pair and never saturates. One 512-bit
+ * register holds a whole q4 group-block (four rows x 16 bytes, one row per
+ * 128-bit lane) and half a q8 one; the weights of a group-block are loaded
+ * and split once and multiplied into up to TOK_TILE tokens, so prefill
+ * reuses each load eight times.
+ *
+ *   q4: the nibbles n = q + 8 are unsigned, as vpdpbusd wants; the 8 x sum(x)
+ *       offset is taken off once per group through the activations' block
+ *       sums, as in the AVX2 kernel.
+ *   q8: both sides are signed. The activations are made unsigned by flipping
+ *       their sign bit (x + 128), and the accumulator starts from
+ *       -128 x sum(w), computed once per block for all tokens.
+ */
+#include <immintrin.h>
+#include <string.h>
+
+#include "kernels.h"
+#include "quant/quant.h"
+
+#define TOK_TILE 8
+#define PREFETCH_AHEAD 4096 /* bytes: weights stream once, so ask for them early */
+
+static inline const float *act_row(const moe_mm *mm, int j) {
+    return mm->a->x + (size_t)(mm->idx ? mm->idx[j] : j) * (size_t)mm->a->cols;
+}
+
+/* Sums each 128-bit lane of v (lane r: row r's four partial sums) into one
+ * float per lane: rows 0-3. */
+static inline __m128 lane_sums(__m512 v) {
+    v = _mm512_add_ps(v, _mm512_permute_ps(v, _MM_SHUFFLE(2, 3, 0, 1)));
+    v = _mm512_add_ps(v, _mm512_permute_ps(v, _MM_SHUFFLE(1, 0, 3, 2)));
+    return _mm512_castps512_ps128(_mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), v));
+}
+
+/* Sums each 256-bit half of a (rows 0, 1) and b (rows 2, 3): rows 0-3. */
+static inline __m128 half_sums(__m512 a, __m512 b) {
+    const __m256 s01 = _mm256_hadd_ps(_mm512_castps512_ps256(a), _mm512_extractf32x8_ps(a, 1)); /* r0 r0 r1 r1 | r0 r0 r1 r1 */
+    const __m256 s23 = _mm256_hadd_ps(_mm512_castps512_ps256(b), _mm512_extractf32x8_ps(b, 1));
+    const __m256 h = _mm256_hadd_ps(s01, s23);                                                 /* r0 r1 r2 r3 | r0 r1 r2 r3 */
+    return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+}
+
+static inline void store_rows(const moe_mm *mm, int j, int64_t row0, int64_t r1, __m128 v) {
+    float out[4];
+    _mm_storeu_ps(out, v);
+    for (int r = 0; r < 4 && row0 + r < r1; r++) mm->y[j * mm->ldy + row0 + r] = out[r];
+}
+
+/* q4: one group of four rows times T tokens (T a constant after inlining). */
+static inline __attribute__((always_inline)) void q4_group(const moe_mm *mm, const uint8_t *grp,
+                                                           const int64_t *trow, int T, __m128 *out) {
+    const moe_act *a = mm->a;
+    const int64_t nb = a->nb;
+    const __m512i low4 = _mm512_set1_epi8(15);
+    const __m512i spread = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+    __m512 acc[TOK_TILE];
+    __m128 corr[TOK_TILE];
+    for (int t = 0; t < T; t++) {
+        acc[t] = _mm512_setzero_ps();
+        corr[t] = _mm_setzero_ps();
+    }
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = grp + (size_t)b * MOE_Q4_GROUP_BYTES;
+        _mm_prefetch((const char *)blk + PREFETCH_AHEAD, _MM_HINT_T0);
+        const __m128 dw = _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)blk));
+        const __m512 dw16 = _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(dw));
+        const __m512i w = _mm512_loadu_si512(blk + 8);
+        const __m512i lo = _mm512_and_si512(w, low4), hi = _mm512_and_si512(_mm512_srli_epi16(w, 4), low4);
+        for (int t = 0; t < T; t++) {
+            const int64_t ab = trow[t] * nb + b;
+            const int8_t *x = a->q + ab * MOE_QK;
+            __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo,
+                                            _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)x)));
+            p = _mm512_dpbusd_epi32(p, hi, _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(x + 16))));
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(dw16, _mm512_set1_ps(a->d[ab])), acc[t]);
+            corr[t] = _mm_fmadd_ps(dw, _mm_set1_ps(a->s[ab]), corr[t]);
+        }
+    }
+    for (int t = 0; t < T; t++) out[t] = _mm_fnmadd_ps(_mm_set1_ps(8.0f), corr[t], lane_sums(acc[t]));
+}
+
+/* q8: one group of four rows times T tokens. */
+static inline __attribute__((always_inline)) void q8_group(const moe_mm *mm, const uint8_t *grp,
+                                                           const int64_t *trow, int T, __m128 *out) {
+    const moe_act *a = mm->a;
+    const int64_t nb = a->nb;
+    const __m512i flip = _mm512_set1_epi8((char)0x80);
+    const __m512i spread01 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    const __m512i spread23 = _mm512_setr_epi32(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+    __m512 acc01[TOK_TILE], acc23[TOK_TILE];
+    for (int t = 0; t < T; t++) acc01[t] = acc23[t] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = grp + (size_t)b * MOE_Q8_GROUP_BYTES;
+        _mm_prefetch((const char *)blk + PREFETCH_AHEAD, _MM_HINT_T0);
+        _mm_prefetch((const char *)blk + PREFETCH_AHEAD + 64, _MM_HINT_T0);
+        const __m512 dw = _mm512_castps128_ps512(_mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)blk)));
+        const __m512 dw01 = _mm512_permutexvar_ps(spread01, dw), dw23 = _mm512_permutexvar_ps(spread23, dw);
+        const __m512i w01 = _mm512_loadu_si512(blk + 8), w23 = _mm512_loadu_si512(blk + 72);
+        /* -128 sum(w), four weights per lane, the start of every token's sums */
+        const __m512i base01 = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), flip, w01));
+        const __m512i base23 = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), flip, w23));
+        for (int t = 0; t < T; t++) {
+            const int64_t ab = trow[t] * nb + b;
+            const __m512i xu = _mm512_xor_si512(
+                _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(a->q + ab * MOE_QK))), flip);
+            const __m512 dx = _mm512_set1_ps(a->d[ab]);
+            acc01[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(base01, xu, w01)), _mm512_mul_ps(dw01, dx), acc01[t]);
+            acc23[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(base23, xu, w23)), _mm512_mul_ps(dw23, dx), acc23[t]);
+        }
+    }
+    for (int t = 0; t < T; t++) out[t] = half_sums(acc01[t], acc23[t]);
+}
+
+/* Tokens in tiles of 8, then 4, then one by one: each tile size is its own
+ * inlined copy of the group kernel, with its accumulators in registers. */
+static inline __attribute__((always_inline)) void group_tile(const moe_mm *mm, const uint8_t *grp, int64_t g, int64_t r1,
+                                                             int j, int T, int q4) {
+    int64_t trow[TOK_TILE];
+    __m128 acc[TOK_TILE];
+    for (int t = 0; t < T; t++) trow[t] = mm->idx ? mm->idx[j + t] : j + t;
+    if (q4) q4_group(mm, grp, trow, T, acc);
+    else q8_group(mm, grp, trow, T, acc);
+    for (int t = 0; t < T; t++) store_rows(mm, j + t, g * 4, r1, acc[t]);
+}
+
+static inline __attribute__((always_inline)) void mm_quant(const moe_mm *mm, int64_t r0, int64_t r1, int q4) {
+    const size_t gbytes = q4 ? MOE_Q4_GROUP_BYTES : MOE_Q8_GROUP_BYTES;
+    for (int64_t g = r0 / 4; g * 4 < r1; g++) {
+        const uint8_t *grp = (const uint8_t *)mm->w->data + (size_t)g * (size_t)mm->a->nb * gbytes;
+        int j = 0;
+        for (; j + 8 <= mm->n; j += 8) group_tile(mm, grp, g, r1, j, 8, q4);
+        for (; j + 4 <= mm->n; j += 4) group_tile(mm, grp, g, r1, j, 4, q4);
+        for (; j < mm->n; j++) group_tile(mm, grp, g, r1, j, 1, q4);
+    }
+}
+
+static void mm_q4(const moe_mm *mm, int64_t r0, int64_t r1) { mm_quant(mm, r0, r1, 1); }
+static void mm_q8(const moe_mm *mm, int64_t r0, int64_t r1) { mm_quant(mm, r0, r1, 0); }
+
+/* Sixteen weights of a row starting at column c, as floats; the first n only
+ * (n < 16: a masked load that never reads past the row). */
+static inline __attribute__((always_inline)) __m512 load16(moe_dtype t, const void *p, int64_t c, __mmask16 m) {
+    if (t == MOE_F32) return _mm512_maskz_loadu_ps(m, (const float *)p + c);
+    const __m256i h = _mm256_maskz_loadu_epi16(m, (const uint16_t *)p + c);
+    if (t == MOE_F16) return _mm512_cvtph_ps(h);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+/* Float weights: four rows at a time share each load of the activations;
+ * the row's tail is a masked load, so no scalar remainder. */
+static inline __attribute__((always_inline)) void mm_float(const moe_mm *mm, int64_t r0, int64_t r1, moe_dtype t) {
+    const moe_weight *w = mm->w;
+    const int64_t cols = w->cols, esize = t == MOE_F32 ? 4 : 2;
+    const __mmask16 tail = (__mmask16)((1u << (cols % 16)) - 1);
+    for (int64_t r = r0; r < r1; r += 4) {
+        const int nr = r1 - r < 4 ? (int)(r1 - r) : 4;
+        const void *row[4];
+        for (int i = 0; i < 4; i++) row[i] = (const uint8_t *)w->data + (size_t)(r + (i < nr ? i : 0)) * cols * esize;
+        for (int j = 0; j < mm->n; j++) {
+            const float *x = act_row(mm, j);
+            __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+            int64_t c = 0;
+            for (; c + 16 <= cols; c += 16) {
+                const __m512 xv = _mm512_loadu_ps(x + c);
+                for (int i = 0; i < 4; i++) acc[i] = _mm512_fmadd_ps(load16(t, row[i], c, 0xffff), xv, acc[i]);
+            }
+            if (tail) {
+                const __m512 xv = _mm512_maskz_loadu_ps(tail, x + c);
+                for (int i = 0; i < 4; i++) acc[i] = _mm512_fmadd_ps(load16(t, row[i], c, tail), xv, acc[i]);
+            }
+            for (int i = 0; i < nr; i++) mm->y[j * mm->ldy + r + i] = _mm512_reduce_add_ps(acc[i]);
+        }
+    }
+}
+
+static void mm_f32(const moe_mm *mm, int64_t r0, int64_t r1) { mm_float(mm, r0, r1, MOE_F32); }
+static void mm_f16(const moe_mm *mm, int64_t r0, int64_t r1) { mm_float(mm, r0, r1, MOE_F16); }
+static void mm_bf16(const moe_mm *mm, int64_t r0, int64_t r1) { mm_float(mm, r0, r1, MOE_BF16); }
+
+static float dot(const float *a, const float *b, int n) {
+    __m512 s = _mm512_setzero_ps();
+    int i = 0;
+    for (; i + 16 <= n; i += 16) s = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s);
+    const __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+    s = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), s);
+    return _mm512_reduce_add_ps(s);
+}
+
+static void axpy(float *y, float s, const float *x, int n) {
+    const __m512 vs = _mm512_set1_ps(s);
+    int i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, _mm512_fmadd_ps(vs, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i)));
+    const __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+    _mm512_mask_storeu_ps(y + i, m, _mm512_fmadd_ps(vs, _mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, y + i)));
+}
+
+/* Bit-identical to the scalar quantizer: the same d and 1/d, products rounded
+ * to nearest even, and exact integer sums. */
+static void quantize_act(moe_act *a, int t0, int t1) {
+    for (int t = t0; t < t1; t++) {
+        const float *x = a->x + (size_t)t * (size_t)a->cols;
+        int8_t *q = a->q + (size_t)t * (size_t)(a->nb * MOE_QK);
+        for (int64_t b = 0; b < a->nb; b++) {
+            const int64_t c0 = b * MOE_QK, n = a->cols - c0 < MOE_QK ? a->cols - c0 : MOE_QK;
+            const __mmask16 m0 = (__mmask16)(n >= 16 ? 0xffff : (1u << n) - 1);
+            const __mmask16 m1 = (__mmask16)(n >= 32 ? 0xffff : n > 16 ? (1u << (n - 16)) - 1 : 0);
+            const __m512 v0 = _mm512_maskz_loadu_ps(m0, x + c0), v1 = _mm512_maskz_loadu_ps(m1, x + c0 + 16);
+            const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+            const float d = amax / 127.0f, inv = d ? 1.0f / d : 0.0f;
+            const __m512 vinv = _mm512_set1_ps(inv);
+            const __m512i i0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, vinv)), i1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, vinv));
+            _mm_storeu_si128((__m128i *)(q + c0), _mm512_cvtsepi32_epi8(i0));
+            _mm_storeu_si128((__m128i *)(q + c0 + 16), _mm512_cvtsepi32_epi8(i1));
+            a->d[t * a->nb + b] = d;
+            a->s[t * a->nb + b] = d * (float)_mm512_reduce_add_epi32(_mm512_add_epi32(i0, i1));
+        }
+    }
+}
+
+const moe_kernels moe_kernels_avx512 = {
+    .isa = "avx512",
+    .mm = {[MOE_F32] = mm_f32, [MOE_F16] = mm_f16, [MOE_BF16] = mm_bf16, [MOE_Q8] = mm_q8, [MOE_Q4] = mm_q4},
+    .quantize_act = quantize_act,
+    .dot = dot,
+    .axpy = axpy,
+};
