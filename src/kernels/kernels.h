@@ -57,9 +57,14 @@ typedef struct moe_kernels {
     const char *isa;
     moe_mm_kernel mm[MOE_DTYPE_COUNT];
     moe_quantize_act_fn quantize_act;
-    /* attention's inner loops: sum a[i] b[i], and y[i] += s x[i] */
+    /* attention's inner loops, over the n cached positions of one head:
+     * dot: sum a[i] b[i] (i < n);
+     * dots: s[p] = scale * dot(q, k_p, d), k_p = k + p * ldk;
+     * wsum: o = scale * sum_p s[p] v_p (d values), v_p = v + p * ldv, the
+     *       output kept in registers over all positions. */
     float (*dot)(const float *a, const float *b, int n);
-    void (*axpy)(float *y, float s, const float *x, int n);
+    void (*dots)(float *s, const float *q, const float *k, int n, int64_t ldk, int d, float scale);
+    void (*wsum)(float *o, const float *s, float scale, const float *v, int n, int64_t ldv, int d);
 } moe_kernels;
 
 /* The best kernels this CPU runs, or those named by `force` ("scalar",

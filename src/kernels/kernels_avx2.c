@@ -203,11 +203,34 @@ static float dot(const float *a, const float *b, int n) {
     return s;
 }
 
-static void axpy(float *y, float s, const float *x, int n) {
-    const __m256 vs = _mm256_set1_ps(s);
-    int i = 0;
-    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(vs, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
-    for (; i < n; i++) y[i] += s * x[i];
+static void dots(float *s, const float *q, const float *k, int n, int64_t ldk, int d, float scale) {
+    for (int p = 0; p < n; p++) s[p] = dot(q, k + (size_t)p * (size_t)ldk, d) * scale;
+}
+
+/* 64 columns at a time in eight registers, then 8, then one by one. */
+static void wsum(float *o, const float *s, float scale, const float *v, int n, int64_t ldv, int d) {
+    const __m256 vscale = _mm256_set1_ps(scale);
+    int c = 0;
+    for (; c + 64 <= d; c += 64) {
+        __m256 acc[8];
+        for (int j = 0; j < 8; j++) acc[j] = _mm256_setzero_ps();
+        for (int p = 0; p < n; p++) {
+            const __m256 sp = _mm256_broadcast_ss(s + p);
+            const float *row = v + (size_t)p * (size_t)ldv + c;
+            for (int j = 0; j < 8; j++) acc[j] = _mm256_fmadd_ps(sp, _mm256_loadu_ps(row + 8 * j), acc[j]);
+        }
+        for (int j = 0; j < 8; j++) _mm256_storeu_ps(o + c + 8 * j, _mm256_mul_ps(acc[j], vscale));
+    }
+    for (; c + 8 <= d; c += 8) {
+        __m256 acc = _mm256_setzero_ps();
+        for (int p = 0; p < n; p++) acc = _mm256_fmadd_ps(_mm256_broadcast_ss(s + p), _mm256_loadu_ps(v + (size_t)p * (size_t)ldv + c), acc);
+        _mm256_storeu_ps(o + c, _mm256_mul_ps(acc, vscale));
+    }
+    for (; c < d; c++) {
+        float acc = 0;
+        for (int p = 0; p < n; p++) acc += s[p] * v[(size_t)p * (size_t)ldv + c];
+        o[c] = acc * scale;
+    }
 }
 
 static void quantize_act(moe_act *a, int t0, int t1) {
@@ -252,5 +275,6 @@ const moe_kernels moe_kernels_avx2 = {
     .mm = {[MOE_F32] = mm_f32, [MOE_F16] = mm_f16, [MOE_BF16] = mm_bf16, [MOE_Q8] = mm_q8, [MOE_Q4] = mm_q4},
     .quantize_act = quantize_act,
     .dot = dot,
-    .axpy = axpy,
+    .dots = dots,
+    .wsum = wsum,
 };

@@ -192,12 +192,31 @@ static float dot(const float *a, const float *b, int n) {
     return _mm512_reduce_add_ps(s);
 }
 
-static void axpy(float *y, float s, const float *x, int n) {
-    const __m512 vs = _mm512_set1_ps(s);
-    int i = 0;
-    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, _mm512_fmadd_ps(vs, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i)));
-    const __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
-    _mm512_mask_storeu_ps(y + i, m, _mm512_fmadd_ps(vs, _mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, y + i)));
+static void dots(float *s, const float *q, const float *k, int n, int64_t ldk, int d, float scale) {
+    for (int p = 0; p < n; p++) s[p] = dot(q, k + (size_t)p * (size_t)ldk, d) * scale;
+}
+
+/* 128 columns at a time in eight registers, then 16 (the last masked). */
+static void wsum(float *o, const float *s, float scale, const float *v, int n, int64_t ldv, int d) {
+    const __m512 vscale = _mm512_set1_ps(scale);
+    int c = 0;
+    for (; c + 128 <= d; c += 128) {
+        __m512 acc[8];
+        for (int j = 0; j < 8; j++) acc[j] = _mm512_setzero_ps();
+        for (int p = 0; p < n; p++) {
+            const __m512 sp = _mm512_set1_ps(s[p]);
+            const float *row = v + (size_t)p * (size_t)ldv + c;
+            for (int j = 0; j < 8; j++) acc[j] = _mm512_fmadd_ps(sp, _mm512_loadu_ps(row + 16 * j), acc[j]);
+        }
+        for (int j = 0; j < 8; j++) _mm512_storeu_ps(o + c + 16 * j, _mm512_mul_ps(acc[j], vscale));
+    }
+    for (; c < d; c += 16) {
+        const __mmask16 m = (__mmask16)(d - c >= 16 ? 0xffff : (1u << (d - c)) - 1);
+        __m512 acc = _mm512_setzero_ps();
+        for (int p = 0; p < n; p++)
+            acc = _mm512_fmadd_ps(_mm512_set1_ps(s[p]), _mm512_maskz_loadu_ps(m, v + (size_t)p * (size_t)ldv + c), acc);
+        _mm512_mask_storeu_ps(o + c, m, _mm512_mul_ps(acc, vscale));
+    }
 }
 
 /* Bit-identical to the scalar quantizer: the same d and 1/d, products rounded
@@ -228,5 +247,6 @@ const moe_kernels moe_kernels_avx512 = {
     .mm = {[MOE_F32] = mm_f32, [MOE_F16] = mm_f16, [MOE_BF16] = mm_bf16, [MOE_Q8] = mm_q8, [MOE_Q4] = mm_q4},
     .quantize_act = quantize_act,
     .dot = dot,
-    .axpy = axpy,
+    .dots = dots,
+    .wsum = wsum,
 };

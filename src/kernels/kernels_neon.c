@@ -16,7 +16,7 @@
  *
  * f32/f16/bf16: four rows at a time share each load of the activations; f16
  * is widened with FCVTL (vcvt_f32_f16), bf16 by a shift into the high half.
- * dot/axpy (attention) are plain four-lane FMA loops.
+ * dot/dots/wsum (attention) are plain four-lane FMA loops.
  */
 #include <arm_neon.h>
 #include <string.h>
@@ -168,7 +168,7 @@ static void mm_f32(const moe_mm *mm, int64_t r0, int64_t r1) { mm_float(mm, r0, 
 static void mm_f16(const moe_mm *mm, int64_t r0, int64_t r1) { mm_float(mm, r0, r1, MOE_F16); }
 static void mm_bf16(const moe_mm *mm, int64_t r0, int64_t r1) { mm_float(mm, r0, r1, MOE_BF16); }
 
-/* Attention's inner loops: sum a[i] b[i], and y[i] += s x[i]. */
+/* Attention's inner loops (see moe_kernels). */
 static float dot(const float *a, const float *b, int n) {
     float32x4_t s0 = vdupq_n_f32(0.0f), s1 = vdupq_n_f32(0.0f);
     int i = 0;
@@ -185,10 +185,32 @@ static float dot(const float *a, const float *b, int n) {
     return s;
 }
 
-static void axpy(float *y, float s, const float *x, int n) {
-    int i = 0;
-    for (; i + 4 <= n; i += 4) vst1q_f32(y + i, vfmaq_n_f32(vld1q_f32(y + i), vld1q_f32(x + i), s));
-    for (; i < n; i++) y[i] += s * x[i];
+static void dots(float *s, const float *q, const float *k, int n, int64_t ldk, int d, float scale) {
+    for (int p = 0; p < n; p++) s[p] = dot(q, k + (size_t)p * (size_t)ldk, d) * scale;
+}
+
+/* 32 columns at a time in eight registers, then 4, then one by one. */
+static void wsum(float *o, const float *s, float scale, const float *v, int n, int64_t ldv, int d) {
+    int c = 0;
+    for (; c + 32 <= d; c += 32) {
+        float32x4_t acc[8];
+        for (int j = 0; j < 8; j++) acc[j] = vdupq_n_f32(0.0f);
+        for (int p = 0; p < n; p++) {
+            const float *row = v + (size_t)p * (size_t)ldv + c;
+            for (int j = 0; j < 8; j++) acc[j] = vfmaq_n_f32(acc[j], vld1q_f32(row + 4 * j), s[p]);
+        }
+        for (int j = 0; j < 8; j++) vst1q_f32(o + c + 4 * j, vmulq_n_f32(acc[j], scale));
+    }
+    for (; c + 4 <= d; c += 4) {
+        float32x4_t acc = vdupq_n_f32(0.0f);
+        for (int p = 0; p < n; p++) acc = vfmaq_n_f32(acc, vld1q_f32(v + (size_t)p * (size_t)ldv + c), s[p]);
+        vst1q_f32(o + c, vmulq_n_f32(acc, scale));
+    }
+    for (; c < d; c++) {
+        float acc = 0;
+        for (int p = 0; p < n; p++) acc += s[p] * v[(size_t)p * (size_t)ldv + c];
+        o[c] = acc * scale;
+    }
 }
 
 /* Bit-identical to the scalar quantizer: d = amax / 127, q = round-half-even(x * (1 / d))
@@ -229,5 +251,6 @@ const moe_kernels moe_kernels_neon = {
     .mm = {[MOE_F32] = mm_f32, [MOE_F16] = mm_f16, [MOE_BF16] = mm_bf16, [MOE_Q8] = mm_q8, [MOE_Q4] = mm_q4},
     .quantize_act = quantize_act,
     .dot = dot,
-    .axpy = axpy,
+    .dots = dots,
+    .wsum = wsum,
 };

@@ -14,10 +14,6 @@ static inline const float *act_row(const moe_mm *mm, int j) {
     return mm->a->x + (size_t)(mm->idx ? mm->idx[j] : j) * (size_t)mm->a->cols;
 }
 
-static void axpy(float *y, float s, const float *x, int n) {
-    for (int i = 0; i < n; i++) y[i] += s * x[i];
-}
-
 static float dot_f32(const float *a, const float *b, int64_t n) {
     float acc[8] = {0};
     int64_t i = 0;
@@ -29,6 +25,17 @@ static float dot_f32(const float *a, const float *b, int64_t n) {
 }
 
 static float dot(const float *a, const float *b, int n) { return dot_f32(a, b, n); }
+
+static void dots(float *s, const float *q, const float *k, int n, int64_t ldk, int d, float scale) {
+    for (int p = 0; p < n; p++) s[p] = dot_f32(q, k + (size_t)p * (size_t)ldk, d) * scale;
+}
+
+static void wsum(float *o, const float *s, float scale, const float *v, int n, int64_t ldv, int d) {
+    for (int i = 0; i < d; i++) o[i] = 0;
+    for (int p = 0; p < n; p++)
+        for (int i = 0; i < d; i++) o[i] += s[p] * v[(size_t)p * (size_t)ldv + i];
+    for (int i = 0; i < d; i++) o[i] *= scale;
+}
 
 static void mm_f32(const moe_mm *mm, int64_t r0, int64_t r1) {
     const moe_weight *w = mm->w;
@@ -114,5 +121,6 @@ const moe_kernels moe_kernels_scalar = {
     .mm = {[MOE_F32] = mm_f32, [MOE_F16] = mm_half, [MOE_BF16] = mm_half, [MOE_Q8] = mm_quant, [MOE_Q4] = mm_quant},
     .quantize_act = quantize_act,
     .dot = dot,
-    .axpy = axpy,
+    .dots = dots,
+    .wsum = wsum,
 };

@@ -313,6 +313,15 @@ static void clamp(float *v, size_t n, float lim) {
     for (size_t i = 0; i < n; i++) v[i] = v[i] > lim ? lim : (v[i] < -lim ? -lim : v[i]);
 }
 
+/* s[p] = exp(s[p] - max s); returns 1 / sum s, the normalization the
+ * weighted sum of values applies once at its end. */
+static float softmax_unnormalized(float *s, int n) {
+    float max = -INFINITY, sum = 0;
+    for (int p = 0; p < n; p++) max = s[p] > max ? s[p] : max;
+    for (int p = 0; p < n; p++) sum += (s[p] = expf(s[p] - max));
+    return 1.0f / sum;
+}
+
 static void attention(moe_ctx *c, int layer, int n_tok) {
     const moe_hparams *hp = &c->m->hp;
     const moe_layer *L = &c->m->layers[layer];
@@ -355,16 +364,9 @@ static void attention(moe_ctx *c, int layer, int n_tok) {
             float *s = c->scores + (size_t)omp_get_thread_num() * c->n_ctx;
             const float *qh = c->q + t * qd + h * hd;
             const int kvh = h / group, n_pos = pos0 + t + 1;
-            float max = -INFINITY;
-            for (int p = 0; p < n_pos; p++) {
-                s[p] = c->kern->dot(qh, kc + (size_t)p * kvd + kvh * hd, hd) * scale;
-                max = s[p] > max ? s[p] : max;
-            }
-            float sum = 0;
-            for (int p = 0; p < n_pos; p++) sum += (s[p] = expf(s[p] - max));
-            float *o = c->att + t * qd + h * hd;
-            for (int i = 0; i < hd; i++) o[i] = 0;
-            for (int p = 0; p < n_pos; p++) c->kern->axpy(o, s[p] / sum, vc + (size_t)p * kvd + kvh * hd, hd);
+            c->kern->dots(s, qh, kc + kvh * hd, n_pos, kvd, hd, scale);
+            const float inv_sum = softmax_unnormalized(s, n_pos);
+            c->kern->wsum(c->att + t * qd + h * hd, s, inv_sum, vc + kvh * hd, n_pos, kvd, hd);
         }
     }
     act_ready(c, &c->act_att, n_tok, &L->w[LT_O]);
@@ -447,17 +449,12 @@ static void attention_mla(moe_ctx *c, int layer, int n_tok) {
             float *s = c->scores + (size_t)omp_get_thread_num() * c->n_ctx;
             const float *ql = c->q_lat + ((size_t)t * H + h) * R, *qp = c->q + (size_t)t * qd + h * qh + nope;
             const int n_pos = pos0 + t + 1;
-            float max = -INFINITY;
             for (int p = 0; p < n_pos; p++) {
                 const float *kv = cache + (size_t)p * kvd;
                 s[p] = (c->kern->dot(ql, kv, R) + c->kern->dot(qp, kv + R, rd)) * c->attn_scale;
-                max = s[p] > max ? s[p] : max;
             }
-            float sum = 0;
-            for (int p = 0; p < n_pos; p++) sum += (s[p] = expf(s[p] - max));
-            float *o = c->lat_out + ((size_t)h * B + t) * R;
-            for (int i = 0; i < R; i++) o[i] = 0;
-            for (int p = 0; p < n_pos; p++) c->kern->axpy(o, s[p] / sum, cache + (size_t)p * kvd, R);
+            const float inv_sum = softmax_unnormalized(s, n_pos);
+            c->kern->wsum(c->lat_out + ((size_t)h * B + t) * R, s, inv_sum, cache, n_pos, kvd, R);
         }
     }
 

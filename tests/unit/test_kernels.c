@@ -220,26 +220,48 @@ static void test_split(const moe_kernels *k, unsigned *seed) {
     }
 }
 
-/* attention's dot and axpy against double precision, lengths 0..69 */
-static void test_dot_axpy(const moe_kernels *k, unsigned *seed) {
-    for (int n = 0; n < 70; n++) {
-        float a[70], b[70], y[70], want[70];
+/* attention's dot, dots and wsum against double precision: lengths 0..69
+ * and 128..200 (around every vector width and register tile), 0 to 37
+ * positions, rows of keys and values further apart than their length. */
+static void test_attention_ops(const moe_kernels *k, unsigned *seed) {
+    enum { MAXD = 200, MAXP = 37, LD = MAXD + 3 };
+    static float q[MAXD], kv[MAXP * LD], s[MAXP], o[MAXD + 1];
+    const int positions[] = {0, 1, 5, MAXP};
+    for (int i = 0; i < MAXP * LD; i++) kv[i] = rnd(seed);
+    for (int d = 0; d <= MAXD; d = d == 69 ? 128 : d + 1) {
+        for (int i = 0; i < d; i++) q[i] = rnd(seed);
         double ref = 0, mag = 0;
-        for (int i = 0; i < n; i++) {
-            a[i] = rnd(seed);
-            b[i] = rnd(seed);
-            y[i] = want[i] = rnd(seed);
+        for (int i = 0; i < d; i++) {
+            ref += (double)q[i] * kv[i];
+            mag += fabs((double)q[i] * kv[i]);
         }
-        for (int i = 0; i < n; i++) {
-            ref += (double)a[i] * b[i];
-            mag += fabs((double)a[i] * b[i]);
-            want[i] += 0.75f * b[i];
+        CHECK(fabs(k->dot(q, kv, d) - ref) <= 1e-6 * (mag + 1e-6), "%s dot n=%d", k->isa, d);
+        for (size_t pi = 0; pi < sizeof positions / sizeof *positions; pi++) {
+            const int n = positions[pi];
+            k->dots(s, q, kv, n, LD, d, 0.5f);
+            int bad = 0;
+            for (int p = 0; p < n; p++) {
+                double r = 0, m = 0;
+                for (int i = 0; i < d; i++) {
+                    r += (double)q[i] * kv[p * LD + i];
+                    m += fabs((double)q[i] * kv[p * LD + i]);
+                }
+                bad += !(fabs(s[p] - 0.5 * r) <= 1e-6 * (m + 1e-6));
+            }
+            CHECK(bad == 0, "%s dots d=%d n=%d: %d wrong", k->isa, d, n, bad);
+            o[d] = 42.0f;
+            k->wsum(o, s, 0.25f, kv, n, LD, d);
+            bad = o[d] != 42.0f;
+            for (int i = 0; i < d; i++) {
+                double r = 0, m = 0;
+                for (int p = 0; p < n; p++) {
+                    r += (double)s[p] * kv[p * LD + i];
+                    m += fabs((double)s[p] * kv[p * LD + i]);
+                }
+                bad += !(fabs(o[i] - 0.25 * r) <= 1e-6 * (m + 1e-6));
+            }
+            CHECK(bad == 0, "%s wsum d=%d n=%d: %d wrong (or wrote past the end)", k->isa, d, n, bad);
         }
-        CHECK(fabs(k->dot(a, b, n) - ref) <= 1e-6 * (mag + 1e-6), "%s dot n=%d", k->isa, n);
-        k->axpy(y, 0.75f, b, n);
-        int ok = 1;
-        for (int i = 0; i < n; i++) ok &= fabsf(y[i] - want[i]) <= 1e-6f * (fabsf(want[i]) + 1);
-        CHECK(ok, "%s axpy n=%d", k->isa, n);
     }
 }
 
@@ -276,10 +298,10 @@ int main(void) {
     for (int i = 0; i < N_SIMD; i++)
         if (simd[i]) test_split(simd[i], &seed);
 
-    /* attention's dot and axpy, every ISA, lengths around the vector widths */
-    test_dot_axpy(&moe_kernels_scalar, &seed);
+    /* attention's inner loops, every ISA */
+    test_attention_ops(&moe_kernels_scalar, &seed);
     for (int i = 0; i < N_SIMD; i++)
-        if (simd[i]) test_dot_axpy(simd[i], &seed);
+        if (simd[i]) test_attention_ops(simd[i], &seed);
 
     float x[5] = {1, -2, 3, 0.5f, -0.25f}, wt[5] = {1, 0.5f, 2, 1, -1}, o[5];
     moe_rmsnorm(o, x, wt, 5, 1e-5f);
