@@ -117,8 +117,9 @@ static inline __attribute__((always_inline)) void q8_group(const moe_mm *mm, con
     for (int t = 0; t < T; t++) out[t] = half_sums(acc01[t], acc23[t]);
 }
 
-/* Tokens in tiles of 8, then 4, then one by one: each tile size is its own
- * inlined copy of the group kernel, with its accumulators in registers. */
+/* Tokens in tiles of 8, then the rest (1-7) as one tile: each tile size is
+ * its own inlined copy of the group kernel, with its accumulators in
+ * registers, so a few leftover tokens still share each weight load. */
 static inline __attribute__((always_inline)) void group_tile(const moe_mm *mm, const uint8_t *grp, int64_t g, int64_t r1,
                                                              int j, int T, int q4) {
     int64_t trow[TOK_TILE];
@@ -134,9 +135,17 @@ static inline __attribute__((always_inline)) void mm_quant(const moe_mm *mm, int
     for (int64_t g = r0 / 4; g * 4 < r1; g++) {
         const uint8_t *grp = (const uint8_t *)mm->w->data + (size_t)g * (size_t)mm->a->nb * gbytes;
         int j = 0;
-        for (; j + 8 <= mm->n; j += 8) group_tile(mm, grp, g, r1, j, 8, q4);
-        for (; j + 4 <= mm->n; j += 4) group_tile(mm, grp, g, r1, j, 4, q4);
-        for (; j < mm->n; j++) group_tile(mm, grp, g, r1, j, 1, q4);
+        for (; j + TOK_TILE <= mm->n; j += TOK_TILE) group_tile(mm, grp, g, r1, j, TOK_TILE, q4);
+        switch (mm->n - j) {
+        case 7: group_tile(mm, grp, g, r1, j, 7, q4); break;
+        case 6: group_tile(mm, grp, g, r1, j, 6, q4); break;
+        case 5: group_tile(mm, grp, g, r1, j, 5, q4); break;
+        case 4: group_tile(mm, grp, g, r1, j, 4, q4); break;
+        case 3: group_tile(mm, grp, g, r1, j, 3, q4); break;
+        case 2: group_tile(mm, grp, g, r1, j, 2, q4); break;
+        case 1: group_tile(mm, grp, g, r1, j, 1, q4); break;
+        default: break;
+        }
     }
 }
 

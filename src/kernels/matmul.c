@@ -89,8 +89,16 @@ const moe_kernels *moe_kernels_select(const char *force, moe_error *err) {
     return &moe_kernels_scalar;
 }
 
+/* The work of one unit of product p, in arbitrary units: streaming a block
+ * of weights costs about as much as multiplying it into three tokens (q4 on
+ * AVX-512: ~25 GB/s per core against ~290 GOPS), so prefill's products of
+ * many tokens weigh more than decode's. */
+static int64_t unit_cost(const moe_mm *p) { return (p->w->cols + 31) / 32 * (p->n + 3); }
+
+static int64_t ceil_div(int64_t a, int64_t b) { return a <= 0 ? 0 : (a + b - 1) / b; }
+
 void moe_matmul_run(const moe_kernels *k, const moe_mm *mm, int n) {
-    int64_t units = 0;
+    int64_t units = 0, cost = 0;
     for (int p = 0; p < n; p++) {
         if (mm[p].n <= 0) continue;
         if (use_blas(k, &mm[p])) {
@@ -102,27 +110,32 @@ void moe_matmul_run(const moe_kernels *k, const moe_mm *mm, int n) {
 #endif
             continue;
         }
-        units += (mm[p].w->rows + ROWS_PER_UNIT - 1) / ROWS_PER_UNIT;
+        const int64_t pu = (mm[p].w->rows + ROWS_PER_UNIT - 1) / ROWS_PER_UNIT;
+        units += pu;
+        cost += pu * unit_cost(&mm[p]);
     }
     if (!units) return;
     /* Each thread takes one contiguous run of the units of all products
-     * together. Handing out single units in turn (dynamic scheduling) made
-     * each thread's reads jump every 36 KB, and two threads then streamed no
-     * faster than one: 31 against 51 GB/s in moe-bench-kernels -j 2. */
+     * together, of equal cost: thread t the units that start in
+     * [cost * t / nt, cost * (t + 1) / nt). Handing out single units in turn
+     * (dynamic scheduling) made each thread's reads jump every 36 KB, and
+     * two threads then streamed no faster than one: 31 against 51 GB/s in
+     * moe-bench-kernels -j 2. */
     #pragma omp parallel if (units > 1)
     {
         const int nt = omp_get_num_threads(), t = omp_get_thread_num();
-        const int64_t u0 = units * t / nt, u1 = units * (t + 1) / nt;
-        int64_t base = 0;  /* units of the products before p */
-        for (int p = 0; p < n && base < u1; p++) {
+        const int64_t c0 = cost * t / nt, c1 = cost * (t + 1) / nt;
+        int64_t base = 0;  /* cost of the products before p */
+        for (int p = 0; p < n && base < c1; p++) {
             if (mm[p].n <= 0 || use_blas(k, &mm[p])) continue;
             const int64_t rows = mm[p].w->rows, pu = (rows + ROWS_PER_UNIT - 1) / ROWS_PER_UNIT;
-            const int64_t a = u0 > base ? u0 - base : 0, b = u1 - base < pu ? u1 - base : pu;
+            const int64_t w = unit_cost(&mm[p]);
+            const int64_t a = ceil_div(c0 - base, w), b0 = ceil_div(c1 - base, w), b = b0 < pu ? b0 : pu;
             if (a < b) {
                 const int64_t r1 = b * ROWS_PER_UNIT < rows ? b * ROWS_PER_UNIT : rows;
                 k->mm[mm[p].w->dtype](&mm[p], a * ROWS_PER_UNIT, r1);
             }
-            base += pu;
+            base += pu * w;
         }
     }
 }

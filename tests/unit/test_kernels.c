@@ -278,7 +278,7 @@ int main(void) {
     }
     const int64_t rows[] = {1, 5, 37, 64};
     const int64_t cols[] = {1, 31, 33, 64, 257, 300};
-    const int toks[] = {1, 3, 13, 17};
+    const int toks[] = {1, 2, 3, 5, 6, 7, 13, 17};
     unsigned seed = 1;
     /* s = 0: the scalar kernels alone; s >= 1: each SIMD ISA against them */
     for (int s = 0; s <= N_SIMD; s++)
