@@ -149,34 +149,101 @@ static inline __attribute__((always_inline)) void q4_rows16(const moe_mm *mm, co
     for (int t = 0; t < T; t++) out[t] = acc[t];
 }
 
+/*
+ * q8, prefill: the same 16-row form as q4_rows16. A row's block is eight
+ * dwords, so the transpose takes two stages: per group, the four rows'
+ * dwords 0..3 and 4..7 are gathered into one register each (lane 4k + r),
+ * then a 4 x 4 transpose of 128-bit lanes across the four groups gives
+ * register k with lane 4g + r. Signed weights times signed activations, as
+ * in q8_group: activations flipped to x + 128, sums started from
+ * -128 sum(w) per row, computed once per block for all tokens.
+ */
+static inline __m512i lane_of_each(__m512i a, __m512i b, __m512i c, __m512i d, int k) {
+    /* [a.lane k, b.lane k, c.lane k, d.lane k]: one output of a 4 x 4 transpose of 128-bit lanes */
+    const __m512i ab = k < 2 ? _mm512_shuffle_i64x2(a, b, _MM_SHUFFLE(1, 0, 1, 0)) : _mm512_shuffle_i64x2(a, b, _MM_SHUFFLE(3, 2, 3, 2));
+    const __m512i cd = k < 2 ? _mm512_shuffle_i64x2(c, d, _MM_SHUFFLE(1, 0, 1, 0)) : _mm512_shuffle_i64x2(c, d, _MM_SHUFFLE(3, 2, 3, 2));
+    return k % 2 ? _mm512_shuffle_i64x2(ab, cd, _MM_SHUFFLE(3, 1, 3, 1)) : _mm512_shuffle_i64x2(ab, cd, _MM_SHUFFLE(2, 0, 2, 0));
+}
+
+static inline __attribute__((always_inline)) void q8_rows16(const moe_mm *mm, const uint8_t *const grp[4],
+                                                            const int64_t *trow, int T, __m512 *out) {
+    const moe_act *a = mm->a;
+    const int64_t nb = a->nb;
+    const __m512i flip = _mm512_set1_epi8((char)0x80);
+    /* rows 0, 1 in the first register (dwords 0-7, 8-15), rows 2, 3 in the
+     * second: dword k of row r, k = 0..3 (pick_lo) or 4..7 (pick_hi), to lane 4k + r */
+    const __m512i pick_lo = _mm512_setr_epi32(0, 8, 16, 24, 1, 9, 17, 25, 2, 10, 18, 26, 3, 11, 19, 27);
+    const __m512i pick_hi = _mm512_setr_epi32(4, 12, 20, 28, 5, 13, 21, 29, 6, 14, 22, 30, 7, 15, 23, 31);
+    __m512 acc[TOK_TILE];
+    #pragma GCC unroll 8
+    for (int t = 0; t < T; t++) acc[t] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        __m512i lo[4], hi[4];
+        uint64_t d16[4];
+        for (int i = 0; i < 4; i++) {
+            const uint8_t *blk = grp[i] + (size_t)b * MOE_Q8_GROUP_BYTES;
+            _mm_prefetch((const char *)blk + PREFETCH_AHEAD, _MM_HINT_T0);
+            _mm_prefetch((const char *)blk + PREFETCH_AHEAD + 64, _MM_HINT_T0);
+            memcpy(&d16[i], blk, 8);
+            const __m512i z0 = _mm512_loadu_si512(blk + 8), z1 = _mm512_loadu_si512(blk + 72);
+            lo[i] = _mm512_permutex2var_epi32(z0, pick_lo, z1);
+            hi[i] = _mm512_permutex2var_epi32(z0, pick_hi, z1);
+        }
+        const __m512 dw = _mm512_cvtph_ps(_mm256_setr_epi64x((long long)d16[0], (long long)d16[1], (long long)d16[2],
+                                                             (long long)d16[3]));
+        __m512i v[8], base = _mm512_setzero_si512();
+        for (int k = 0; k < 4; k++) {
+            v[k] = lane_of_each(lo[0], lo[1], lo[2], lo[3], k);
+            v[4 + k] = lane_of_each(hi[0], hi[1], hi[2], hi[3], k);
+        }
+        for (int k = 0; k < 8; k++) base = _mm512_dpbusd_epi32(base, flip, v[k]);
+        base = _mm512_sub_epi32(_mm512_setzero_si512(), base);
+        #pragma GCC unroll 8
+        for (int t = 0; t < T; t++) {
+            const int64_t ab = trow[t] * nb + b;
+            const int8_t *x = a->q + ab * MOE_QK;
+            __m512i p0 = base, p1 = _mm512_setzero_si512();
+            for (int k = 0; k < 4; k++) {
+                p0 = _mm512_dpbusd_epi32(p0, _mm512_xor_si512(_mm512_broadcastd_epi32(_mm_loadu_si32(x + 4 * k)), flip), v[k]);
+                p1 = _mm512_dpbusd_epi32(p1, _mm512_xor_si512(_mm512_broadcastd_epi32(_mm_loadu_si32(x + 16 + 4 * k)), flip),
+                                         v[4 + k]);
+            }
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(p0, p1)), _mm512_mul_ps(dw, _mm512_set1_ps(a->d[ab])), acc[t]);
+        }
+    }
+    #pragma GCC unroll 8
+    for (int t = 0; t < T; t++) out[t] = acc[t];
+}
+
 static inline __attribute__((always_inline)) void rows16_tile(const moe_mm *mm, const uint8_t *const grp[4], int64_t row0,
-                                                              int j, int T) {
+                                                              int j, int T, int q4) {
     int64_t trow[TOK_TILE];
     __m512 acc[TOK_TILE];
     #pragma GCC unroll 8
     for (int t = 0; t < T; t++) trow[t] = mm->idx ? mm->idx[j + t] : j + t;
-    q4_rows16(mm, grp, trow, T, acc);
+    if (q4) q4_rows16(mm, grp, trow, T, acc);
+    else q8_rows16(mm, grp, trow, T, acc);
     #pragma GCC unroll 8
     for (int t = 0; t < T; t++) _mm512_storeu_ps(mm->y + (j + t) * mm->ldy + row0, acc[t]);
 }
 
-/* From this many tokens on, 16-row blocks of q4 go through q4_rows16. */
+/* From this many tokens on, 16-row blocks go through the rows16 kernels. */
 #define ROWS16_MIN_TOKENS 4
 
-static void q4_rows16_all(const moe_mm *mm, int64_t g) {
-    const size_t gstride = (size_t)mm->a->nb * MOE_Q4_GROUP_BYTES;
+static void rows16_all(const moe_mm *mm, int64_t g, int q4) {
+    const size_t gstride = (size_t)mm->a->nb * (q4 ? MOE_Q4_GROUP_BYTES : MOE_Q8_GROUP_BYTES);
     const uint8_t *base = (const uint8_t *)mm->w->data + (size_t)g * gstride;
     const uint8_t *const grp[4] = {base, base + gstride, base + 2 * gstride, base + 3 * gstride};
     int j = 0;
-    for (; j + TOK_TILE <= mm->n; j += TOK_TILE) rows16_tile(mm, grp, g * 4, j, TOK_TILE);
+    for (; j + TOK_TILE <= mm->n; j += TOK_TILE) rows16_tile(mm, grp, g * 4, j, TOK_TILE, q4);
     switch (mm->n - j) {
-    case 7: rows16_tile(mm, grp, g * 4, j, 7); break;
-    case 6: rows16_tile(mm, grp, g * 4, j, 6); break;
-    case 5: rows16_tile(mm, grp, g * 4, j, 5); break;
-    case 4: rows16_tile(mm, grp, g * 4, j, 4); break;
-    case 3: rows16_tile(mm, grp, g * 4, j, 3); break;
-    case 2: rows16_tile(mm, grp, g * 4, j, 2); break;
-    case 1: rows16_tile(mm, grp, g * 4, j, 1); break;
+    case 7: rows16_tile(mm, grp, g * 4, j, 7, q4); break;
+    case 6: rows16_tile(mm, grp, g * 4, j, 6, q4); break;
+    case 5: rows16_tile(mm, grp, g * 4, j, 5, q4); break;
+    case 4: rows16_tile(mm, grp, g * 4, j, 4, q4); break;
+    case 3: rows16_tile(mm, grp, g * 4, j, 3, q4); break;
+    case 2: rows16_tile(mm, grp, g * 4, j, 2, q4); break;
+    case 1: rows16_tile(mm, grp, g * 4, j, 1, q4); break;
     default: break;
     }
 }
@@ -234,8 +301,8 @@ static inline __attribute__((always_inline)) void group_tile(const moe_mm *mm, c
 static inline __attribute__((always_inline)) void mm_quant(const moe_mm *mm, int64_t r0, int64_t r1, int q4) {
     const size_t gbytes = q4 ? MOE_Q4_GROUP_BYTES : MOE_Q8_GROUP_BYTES;
     for (int64_t g = r0 / 4; g * 4 < r1; g++) {
-        if (q4 && mm->n >= ROWS16_MIN_TOKENS && g * 4 + 16 <= r1) {
-            q4_rows16_all(mm, g);
+        if (mm->n >= ROWS16_MIN_TOKENS && g * 4 + 16 <= r1) {
+            rows16_all(mm, g, q4);
             g += 3;
             continue;
         }
