@@ -465,6 +465,13 @@ static void attention_mla(moe_ctx *c, int layer, int n_tok) {
     moe_matmul_run(c->kern, &o, 1);
 }
 
+/* gate = silu(gate) * up on rows rows of width values; prefill's rows are
+ * split over the threads. */
+static void swiglu_rows(float *gate, const float *up, int rows, int64_t width) {
+    #pragma omp parallel for schedule(static) if (rows > 1)
+    for (int r = 0; r < rows; r++) moe_swiglu(gate + (size_t)r * width, up + (size_t)r * width, width);
+}
+
 /* The dense FFN, or the shared expert, on all n_tok rows of xn into y. */
 static void dense_ffn(moe_ctx *c, float *y, const moe_weight *gate, const moe_weight *up, const moe_weight *down,
                       int n_tok) {
@@ -473,7 +480,7 @@ static void dense_ffn(moe_ctx *c, float *y, const moe_weight *gate, const moe_we
     const moe_mm gu[2] = {product(c->hs_gate, f, gate, &c->act_xn, NULL, n_tok),
                           product(c->hs_up, f, up, &c->act_xn, NULL, n_tok)};
     moe_matmul_run(c->kern, gu, 2);
-    moe_swiglu(c->hs_gate, c->hs_up, (int64_t)n_tok * f);
+    swiglu_rows(c->hs_gate, c->hs_up, n_tok, f);
     c->act_hs.cols = f;
     c->act_hs.nb = (f + MOE_QK - 1) / MOE_QK;
     act_ready(c, &c->act_hs, n_tok, down);
@@ -533,7 +540,7 @@ static void moe_ffn(moe_ctx *c, int layer, int n_tok) {
     prefetch_next(c, layer, n_tok); /* after this layer's experts are acquired (so pinned) */
     moe_matmul_run(c->kern, c->mm, n_mm);
     const int slots = n_tok * k;
-    moe_swiglu(c->h_gate, c->h_up, (int64_t)slots * F);
+    swiglu_rows(c->h_gate, c->h_up, slots, F);
 
     /* down of every chosen expert in one call */
     c->act_h.n = slots;
@@ -550,11 +557,18 @@ static void moe_ffn(moe_ctx *c, int layer, int n_tok) {
     for (int e = 0; e < hp->n_experts; e++)
         if (start[e + 1] > start[e]) c->experts.release(c->experts.self, layer, e);
 
-    memset(c->out, 0, (size_t)n_tok * E * sizeof(float));
-    for (int s = 0; s < slots; s++) {
-        float *o = c->out + (size_t)c->groups.token[s] * E;
-        const float *y = c->y_exp + (size_t)s * E, wt = c->groups.weight[s];
-        for (int i = 0; i < E; i++) o[i] += wt * y[i];
+    /* out[token] = sum of weight x expert output over the token's slots; in
+     * prefill each thread sums its own slice of the columns */
+    #pragma omp parallel if (n_tok > 1)
+    {
+        const int nt = omp_get_num_threads(), th = omp_get_thread_num();
+        const int i0 = E * th / nt, i1 = E * (th + 1) / nt;
+        for (int t = 0; t < n_tok; t++) memset(c->out + (size_t)t * E + i0, 0, (size_t)(i1 - i0) * sizeof(float));
+        for (int s = 0; s < slots; s++) {
+            float *o = c->out + (size_t)c->groups.token[s] * E;
+            const float *y = c->y_exp + (size_t)s * E, wt = c->groups.weight[s];
+            for (int i = i0; i < i1; i++) o[i] += wt * y[i];
+        }
     }
 
     if (hp->shared_ffn > 0) {
@@ -574,11 +588,13 @@ static void moe_ffn(moe_ctx *c, int layer, int n_tok) {
 
 static void add_to_residual(moe_ctx *c, int n_tok) {
     const size_t n = (size_t)n_tok * c->m->hp.n_embd;
+    #pragma omp parallel for schedule(static) if (n_tok > 1)
     for (size_t i = 0; i < n; i++) c->x[i] += c->out[i];
 }
 
 static void norm_rows(const moe_ctx *c, float *out, const float *in, const moe_weight *w, int n_tok) {
     const int E = c->m->hp.n_embd;
+    #pragma omp parallel for schedule(static) if (n_tok > 1)
     for (int t = 0; t < n_tok; t++) moe_rmsnorm(out + t * E, in + t * E, w->data, E, c->m->hp.rms_eps);
 }
 
