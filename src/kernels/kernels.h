@@ -65,7 +65,21 @@ typedef struct moe_kernels {
     float (*dot)(const float *a, const float *b, int n);
     void (*dots)(float *s, const float *q, const float *k, int n, int64_t ldk, int d, float scale);
     void (*wsum)(float *o, const float *s, float scale, const float *v, int n, int64_t ldv, int d);
+    /* prefill's scores: nq (1..4) queries q_i = q + i * ldq against keys
+     * stored transposed in blocks of MOE_KT_BLOCK (see moe_kt_index), all
+     * blocks that hold keys below n: s[i * lds + p] = scale * q_i . k_p
+     * for p < n rounded up to the block, each product d long. */
+    void (*scores_kt)(float *s, int64_t lds, const float *q, int64_t ldq, int nq, const float *kt, int n, int d,
+                      float scale);
 } moe_kernels;
+
+/* Keys transposed for scores_kt: blocks of MOE_KT_BLOCK keys, each block d
+ * rows of MOE_KT_BLOCK floats, so one vector load gives one element of 16
+ * keys and a query's element is broadcast against it: no horizontal sums. */
+#define MOE_KT_BLOCK 16
+static inline size_t moe_kt_index(int key, int j, int d) {
+    return ((size_t)(key / MOE_KT_BLOCK) * (size_t)d + (size_t)j) * MOE_KT_BLOCK + (size_t)(key % MOE_KT_BLOCK);
+}
 
 /* The best kernels this CPU runs, or those named by `force` ("scalar",
  * "avx2", "avx512", ...; NULL or "" for automatic). NULL with err when the forced ISA

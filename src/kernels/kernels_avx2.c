@@ -233,6 +233,32 @@ static void wsum(float *o, const float *s, float scale, const float *v, int n, i
     }
 }
 
+/* Four queries (rows past nq repeat the first and are not stored) times one
+ * block of 16 keys (two registers) per step: eight accumulators. */
+static void scores_kt(float *s, int64_t lds, const float *q, int64_t ldq, int nq, const float *kt, int n, int d,
+                      float scale) {
+    const float *qi[4];
+    for (int i = 0; i < 4; i++) qi[i] = q + (i < nq ? i : 0) * ldq;
+    const __m256 vscale = _mm256_set1_ps(scale);
+    for (int b = 0; b * MOE_KT_BLOCK < n; b++) {
+        const float *blk = kt + (size_t)b * (size_t)d * MOE_KT_BLOCK;
+        __m256 acc[4][2];
+        for (int i = 0; i < 4; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+        for (int j = 0; j < d; j++) {
+            const __m256 k0 = _mm256_loadu_ps(blk + (size_t)j * MOE_KT_BLOCK), k1 = _mm256_loadu_ps(blk + (size_t)j * MOE_KT_BLOCK + 8);
+            for (int i = 0; i < 4; i++) {
+                const __m256 qj = _mm256_broadcast_ss(qi[i] + j);
+                acc[i][0] = _mm256_fmadd_ps(qj, k0, acc[i][0]);
+                acc[i][1] = _mm256_fmadd_ps(qj, k1, acc[i][1]);
+            }
+        }
+        for (int i = 0; i < nq; i++) {
+            _mm256_storeu_ps(s + i * lds + b * MOE_KT_BLOCK, _mm256_mul_ps(acc[i][0], vscale));
+            _mm256_storeu_ps(s + i * lds + b * MOE_KT_BLOCK + 8, _mm256_mul_ps(acc[i][1], vscale));
+        }
+    }
+}
+
 static void quantize_act(moe_act *a, int t0, int t1) {
     const __m256 sign = _mm256_set1_ps(-0.0f);
     for (int t = t0; t < t1; t++) {
@@ -277,4 +303,5 @@ const moe_kernels moe_kernels_avx2 = {
     .dot = dot,
     .dots = dots,
     .wsum = wsum,
+    .scores_kt = scores_kt,
 };

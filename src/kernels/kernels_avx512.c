@@ -401,6 +401,25 @@ static void wsum(float *o, const float *s, float scale, const float *v, int n, i
     }
 }
 
+/* Four queries (rows past nq repeat the first and are not stored) times one
+ * block of 16 keys per step: four independent accumulators, each element
+ * of a query broadcast from memory into its FMA. */
+static void scores_kt(float *s, int64_t lds, const float *q, int64_t ldq, int nq, const float *kt, int n, int d,
+                      float scale) {
+    const float *qi[4];
+    for (int i = 0; i < 4; i++) qi[i] = q + (i < nq ? i : 0) * ldq;
+    const __m512 vscale = _mm512_set1_ps(scale);
+    for (int b = 0; b * MOE_KT_BLOCK < n; b++) {
+        const float *blk = kt + (size_t)b * (size_t)d * MOE_KT_BLOCK;
+        __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+        for (int j = 0; j < d; j++) {
+            const __m512 k = _mm512_loadu_ps(blk + (size_t)j * MOE_KT_BLOCK);
+            for (int i = 0; i < 4; i++) acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(qi[i][j]), k, acc[i]);
+        }
+        for (int i = 0; i < nq; i++) _mm512_storeu_ps(s + i * lds + b * MOE_KT_BLOCK, _mm512_mul_ps(acc[i], vscale));
+    }
+}
+
 /* Bit-identical to the scalar quantizer: the same d and 1/d, products rounded
  * to nearest even, and exact integer sums. */
 static void quantize_act(moe_act *a, int t0, int t1) {
@@ -431,4 +450,5 @@ const moe_kernels moe_kernels_avx512 = {
     .dot = dot,
     .dots = dots,
     .wsum = wsum,
+    .scores_kt = scores_kt,
 };

@@ -213,6 +213,30 @@ static void wsum(float *o, const float *s, float scale, const float *v, int n, i
     }
 }
 
+/* Two queries (a second row past nq repeats the first and is not stored)
+ * times one block of 16 keys (four registers) per step: eight accumulators. */
+static void scores_kt(float *s, int64_t lds, const float *q, int64_t ldq, int nq, const float *kt, int n, int d,
+                      float scale) {
+    for (int i0 = 0; i0 < nq; i0 += 2) {
+        const float *q0 = q + i0 * ldq, *q1 = i0 + 1 < nq ? q0 + ldq : q0;
+        for (int b = 0; b * MOE_KT_BLOCK < n; b++) {
+            const float *blk = kt + (size_t)b * (size_t)d * MOE_KT_BLOCK;
+            float32x4_t a0[4], a1[4];
+            for (int l = 0; l < 4; l++) a0[l] = a1[l] = vdupq_n_f32(0.0f);
+            for (int j = 0; j < d; j++)
+                for (int l = 0; l < 4; l++) {
+                    const float32x4_t k = vld1q_f32(blk + (size_t)j * MOE_KT_BLOCK + 4 * l);
+                    a0[l] = vfmaq_n_f32(a0[l], k, q0[j]);
+                    a1[l] = vfmaq_n_f32(a1[l], k, q1[j]);
+                }
+            for (int l = 0; l < 4; l++) {
+                vst1q_f32(s + i0 * lds + b * MOE_KT_BLOCK + 4 * l, vmulq_n_f32(a0[l], scale));
+                if (i0 + 1 < nq) vst1q_f32(s + (i0 + 1) * lds + b * MOE_KT_BLOCK + 4 * l, vmulq_n_f32(a1[l], scale));
+            }
+        }
+    }
+}
+
 /* Bit-identical to the scalar quantizer: d = amax / 127, q = round-half-even(x * (1 / d))
  * (FCVTNS, as lrintf in the default rounding mode), s = d * sum(q). amax uses FMAXNM,
  * which like the scalar comparison skips NaNs. */
@@ -253,4 +277,5 @@ const moe_kernels moe_kernels_neon = {
     .dot = dot,
     .dots = dots,
     .wsum = wsum,
+    .scores_kt = scores_kt,
 };

@@ -37,6 +37,17 @@ static void wsum(float *o, const float *s, float scale, const float *v, int n, i
     for (int i = 0; i < d; i++) o[i] *= scale;
 }
 
+static void scores_kt(float *s, int64_t lds, const float *q, int64_t ldq, int nq, const float *kt, int n, int d,
+                      float scale) {
+    for (int b = 0; b * MOE_KT_BLOCK < n; b++)
+        for (int i = 0; i < nq; i++)
+            for (int l = 0; l < MOE_KT_BLOCK; l++) {
+                float acc = 0;
+                for (int j = 0; j < d; j++) acc += q[i * ldq + j] * kt[moe_kt_index(b * MOE_KT_BLOCK + l, j, d)];
+                s[i * lds + b * MOE_KT_BLOCK + l] = acc * scale;
+            }
+}
+
 static void mm_f32(const moe_mm *mm, int64_t r0, int64_t r1) {
     const moe_weight *w = mm->w;
     for (int64_t r = r0; r < r1; r++)
@@ -123,4 +134,5 @@ const moe_kernels moe_kernels_scalar = {
     .dot = dot,
     .dots = dots,
     .wsum = wsum,
+    .scores_kt = scores_kt,
 };

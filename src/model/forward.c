@@ -28,6 +28,8 @@
 #include "model.h"
 #include "moe/moe.h"
 #include "quant/quant.h"
+
+#define QUERY_TILE 4 /* queries per call of scores_kt */
 #include "util/error.h"
 
 struct moe_ctx {
@@ -64,7 +66,9 @@ struct moe_ctx {
     moe_route_fn on_route;      /* optional observer of every routing decision */
     void *on_route_user;
     moe_mm *mm;                 /* 2 * n_experts + 3 products of one call */
-    float *scores;              /* n_threads x n_ctx attention scores */
+    float *scores;              /* n_threads x QUERY_TILE x ld_scores attention scores */
+    int ld_scores;              /* n_ctx rounded up to MOE_KT_BLOCK */
+    float *kt;                  /* prefill: one KV head's keys transposed for scores_kt (ld_scores x head_dim) */
     float *route_scratch;       /* moe_route's scratch */
     float *pf_scores;           /* n_experts: the next MoE layer's predicted router scores */
     int32_t *pf_sel;            /* n_experts: the experts handed to the prefetch hook */
@@ -198,7 +202,9 @@ moe_ctx *moe_ctx_new(const moe_model *m, moe_ctx_params p, moe_error *err) {
     ALLOC(c->act_h_expert, n_exp);
     ALLOC(c->expert_w, n_exp);
     ALLOC(c->mm, imax(2 * (int)n_exp + 3, (int)H));
-    ALLOC(c->scores, (size_t)c->n_threads * (size_t)c->n_ctx);
+    c->ld_scores = (c->n_ctx + MOE_KT_BLOCK - 1) / MOE_KT_BLOCK * MOE_KT_BLOCK;
+    ALLOC(c->scores, (size_t)c->n_threads * QUERY_TILE * (size_t)c->ld_scores);
+    ALLOC(c->kt, mla || B < 2 ? 1 : (size_t)c->ld_scores * (size_t)hp->head_dim);
     ALLOC(c->route_scratch, moe_route_scratch(hp));
     ALLOC(c->pf_scores, n_exp);
     ALLOC(c->pf_sel, n_exp);
@@ -231,7 +237,7 @@ void moe_ctx_free(moe_ctx *c) {
     if (!c) return;
     void *bufs[] = {c->k_cache, c->v_cache, c->inv_freq, c->x, c->xn, c->q, c->k, c->v, c->att, c->out,
                     c->h_gate, c->h_up, c->y_exp, c->hs_gate, c->hs_up, c->router, c->sel, c->sel_w,
-                    c->groups.start, c->groups.token, c->groups.weight, c->act_h_expert, c->expert_w, c->mm, c->scores,
+                    c->groups.start, c->groups.token, c->groups.weight, c->act_h_expert, c->expert_w, c->mm, c->scores, c->kt,
                     c->route_scratch, c->pf_scores, c->pf_sel, c->logits, c->q_a, c->q_nope, c->q_lat, c->lat_out, c->act_head, c->head_w};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) free(bufs[i]);
     act_free(&c->act_q_a);
@@ -322,6 +328,58 @@ static float softmax_unnormalized(float *s, int n) {
     return 1.0f / sum;
 }
 
+/* Causal attention of the n_tok new queries (at positions pos..) over the
+ * cache, one query and head at a time: decode. */
+static void attend_each(moe_ctx *c, const float *kc, const float *vc, int n_tok) {
+    const moe_hparams *hp = &c->m->hp;
+    const int hd = hp->head_dim, qd = hp->n_heads * hd, kvd = hp->n_kv_heads * hd, group = hp->n_heads / hp->n_kv_heads;
+    #pragma omp parallel for schedule(dynamic, 1) collapse(2) if (n_tok * hp->n_heads > 1)
+    for (int t = 0; t < n_tok; t++) {
+        for (int h = 0; h < hp->n_heads; h++) {
+            float *s = c->scores + (size_t)omp_get_thread_num() * QUERY_TILE * c->ld_scores;
+            const int kvh = h / group, n_pos = c->pos + t + 1;
+            c->kern->dots(s, c->q + t * qd + h * hd, kc + kvh * hd, n_pos, kvd, hd, c->attn_scale);
+            const float inv_sum = softmax_unnormalized(s, n_pos);
+            c->kern->wsum(c->att + t * qd + h * hd, s, inv_sum, vc + kvh * hd, n_pos, kvd, hd);
+        }
+    }
+}
+
+/* The same for a batch (prefill): per KV head, its keys are transposed once
+ * (c->kt), then every query head of its group scores QUERY_TILE queries at
+ * a time against them with scores_kt, which needs no horizontal sums; the
+ * per-query dot products of attend_each spent most of their time summing
+ * vector lanes. */
+static void attend_batch(moe_ctx *c, const float *kc, const float *vc, int n_tok) {
+    const moe_hparams *hp = &c->m->hp;
+    const int hd = hp->head_dim, qd = hp->n_heads * hd, kvd = hp->n_kv_heads * hd, group = hp->n_heads / hp->n_kv_heads;
+    const int n_keys = c->pos + n_tok, blocks = (n_keys + MOE_KT_BLOCK - 1) / MOE_KT_BLOCK;
+    const int tiles = (n_tok + QUERY_TILE - 1) / QUERY_TILE;
+    for (int kvh = 0; kvh < hp->n_kv_heads; kvh++) {
+        #pragma omp parallel for schedule(static)
+        for (int b = 0; b < blocks; b++)
+            for (int key = b * MOE_KT_BLOCK; key < (b + 1) * MOE_KT_BLOCK; key++)
+                for (int j = 0; j < hd; j++)
+                    c->kt[moe_kt_index(key, j, hd)] = key < n_keys ? kc[(size_t)key * kvd + kvh * hd + j] : 0.0f;
+        #pragma omp parallel for schedule(dynamic, 1) collapse(2)
+        for (int g = 0; g < group; g++) {
+            for (int tile = 0; tile < tiles; tile++) {
+                const int h = kvh * group + g, t0 = tile * QUERY_TILE;
+                const int nq = n_tok - t0 < QUERY_TILE ? n_tok - t0 : QUERY_TILE;
+                float *s = c->scores + (size_t)omp_get_thread_num() * QUERY_TILE * c->ld_scores;
+                c->kern->scores_kt(s, c->ld_scores, c->q + t0 * qd + h * hd, qd, nq, c->kt, c->pos + t0 + nq, hd,
+                                   c->attn_scale);
+                for (int i = 0; i < nq; i++) {
+                    float *si = s + (size_t)i * c->ld_scores;
+                    const int n_pos = c->pos + t0 + i + 1;
+                    const float inv_sum = softmax_unnormalized(si, n_pos);
+                    c->kern->wsum(c->att + (t0 + i) * qd + h * hd, si, inv_sum, vc + kvh * hd, n_pos, kvd, hd);
+                }
+            }
+        }
+    }
+}
+
 static void attention(moe_ctx *c, int layer, int n_tok) {
     const moe_hparams *hp = &c->m->hp;
     const moe_layer *L = &c->m->layers[layer];
@@ -356,19 +414,8 @@ static void attention(moe_ctx *c, int layer, int n_tok) {
         memcpy(vc + (size_t)(pos0 + t) * kvd, c->v + t * kvd, kvd * sizeof(float));
     }
 
-    const int group = hp->n_heads / hp->n_kv_heads;
-    const float scale = c->attn_scale;
-    #pragma omp parallel for schedule(dynamic, 1) collapse(2)
-    for (int t = 0; t < n_tok; t++) {
-        for (int h = 0; h < hp->n_heads; h++) {
-            float *s = c->scores + (size_t)omp_get_thread_num() * c->n_ctx;
-            const float *qh = c->q + t * qd + h * hd;
-            const int kvh = h / group, n_pos = pos0 + t + 1;
-            c->kern->dots(s, qh, kc + kvh * hd, n_pos, kvd, hd, scale);
-            const float inv_sum = softmax_unnormalized(s, n_pos);
-            c->kern->wsum(c->att + t * qd + h * hd, s, inv_sum, vc + kvh * hd, n_pos, kvd, hd);
-        }
-    }
+    if (n_tok >= QUERY_TILE) attend_batch(c, kc, vc, n_tok);
+    else attend_each(c, kc, vc, n_tok);
     act_ready(c, &c->act_att, n_tok, &L->w[LT_O]);
     const moe_mm o = product(c->out, hp->n_embd, &L->w[LT_O], &c->act_att, NULL, n_tok);
     moe_matmul_run(c->kern, &o, 1);
@@ -446,7 +493,7 @@ static void attention_mla(moe_ctx *c, int layer, int n_tok) {
     #pragma omp parallel for schedule(dynamic, 1) collapse(2)
     for (int t = 0; t < n_tok; t++) {
         for (int h = 0; h < H; h++) {
-            float *s = c->scores + (size_t)omp_get_thread_num() * c->n_ctx;
+            float *s = c->scores + (size_t)omp_get_thread_num() * QUERY_TILE * c->ld_scores;
             const float *ql = c->q_lat + ((size_t)t * H + h) * R, *qp = c->q + (size_t)t * qd + h * qh + nope;
             const int n_pos = pos0 + t + 1;
             for (int p = 0; p < n_pos; p++) {

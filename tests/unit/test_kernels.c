@@ -265,6 +265,46 @@ static void test_attention_ops(const moe_kernels *k, unsigned *seed) {
     }
 }
 
+/* prefill's scores over transposed keys: 1-4 queries, key counts that end
+ * inside a block, rows of scores further apart than the keys. */
+static void test_scores_kt(const moe_kernels *k, unsigned *seed) {
+    enum { MAXN = 37, MAXD = 200, NPAD = 48, LDS = NPAD + 5, LDQ = MAXD + 7 };
+    static float keys[MAXN][MAXD], kt[NPAD * MAXD], q[4 * LDQ], s[4 * LDS];
+    const int ds[] = {1, 15, 16, 33, 64, 128, 200}, ns[] = {1, 16, 17, MAXN};
+    for (size_t di = 0; di < sizeof ds / sizeof *ds; di++) {
+        const int d = ds[di];
+        for (int p = 0; p < MAXN; p++)
+            for (int j = 0; j < d; j++) keys[p][j] = rnd(seed);
+        for (int i = 0; i < 4 * LDQ; i++) q[i] = rnd(seed);
+        for (size_t ni = 0; ni < sizeof ns / sizeof *ns; ni++) {
+            const int n = ns[ni];
+            for (int p = 0; p < NPAD; p++)
+                for (int j = 0; j < d; j++) kt[moe_kt_index(p, j, d)] = p < n ? keys[p][j] : 0.0f;
+            for (int nq = 1; nq <= 4; nq++) {
+                for (int i = 0; i < 4 * LDS; i++) s[i] = -7.0f;
+                k->scores_kt(s, LDS, q, LDQ, nq, kt, n, d, 0.125f);
+                int bad = 0;
+                for (int i = 0; i < 4; i++)
+                    for (int p = 0; p < LDS; p++) {
+                        const int written = i < nq && p < (n + MOE_KT_BLOCK - 1) / MOE_KT_BLOCK * MOE_KT_BLOCK;
+                        if (!written) {
+                            bad += s[i * LDS + p] != -7.0f;
+                            continue;
+                        }
+                        double r = 0, m = 0;
+                        for (int j = 0; j < d; j++) {
+                            const double kv = p < n ? keys[p][j] : 0.0;
+                            r += (double)q[i * LDQ + j] * kv;
+                            m += fabs((double)q[i * LDQ + j] * kv);
+                        }
+                        bad += !(fabs(s[i * LDS + p] - 0.125 * r) <= 1e-6 * (m + 1e-6));
+                    }
+                CHECK(bad == 0, "%s scores_kt d=%d n=%d nq=%d: %d wrong (or written outside)", k->isa, d, n, nq, bad);
+            }
+        }
+    }
+}
+
 int main(void) {
     enum { N_SIMD = 3 };
     const char *simd_isas[N_SIMD] = {"avx2", "avx512", "neon"};
@@ -300,8 +340,12 @@ int main(void) {
 
     /* attention's inner loops, every ISA */
     test_attention_ops(&moe_kernels_scalar, &seed);
+    test_scores_kt(&moe_kernels_scalar, &seed);
     for (int i = 0; i < N_SIMD; i++)
-        if (simd[i]) test_attention_ops(simd[i], &seed);
+        if (simd[i]) {
+            test_attention_ops(simd[i], &seed);
+            test_scores_kt(simd[i], &seed);
+        }
 
     float x[5] = {1, -2, 3, 0.5f, -0.25f}, wt[5] = {1, 0.5f, 2, 1, -1}, o[5];
     moe_rmsnorm(o, x, wt, 5, 1e-5f);
