@@ -104,7 +104,11 @@ void moe_matmul_run(const moe_kernels *k, const moe_mm *mm, int n);
 /* Threads of the BLAS library that large f32 products use (when built with it). */
 void moe_blas_threads(int n);
 
-/* Quantizes all rows of a, in parallel. */
+/* Elementwise work on fewer values than this runs on the calling thread: a
+ * parallel region costs more than it saves there (decode). */
+#define MOE_PARALLEL_MIN_VALUES 32768
+
+/* Quantizes all rows of a, in parallel when they are many. */
 void moe_act_quantize(const moe_kernels *k, moe_act *a);
 
 /* Convenience: y = w x for n contiguous rows (a single product). */

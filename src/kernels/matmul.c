@@ -141,11 +141,8 @@ void moe_matmul_run(const moe_kernels *k, const moe_mm *mm, int n) {
 }
 
 void moe_act_quantize(const moe_kernels *k, moe_act *a) {
-    if (a->n == 1) {
-        k->quantize_act(a, 0, 1);
-        return;
-    }
-    #pragma omp parallel for schedule(static)
+    /* decode's few rows (a token's 8 experts) are not worth waking the threads */
+    #pragma omp parallel for schedule(static) if ((int64_t)a->n * a->cols >= MOE_PARALLEL_MIN_VALUES)
     for (int t = 0; t < a->n; t++) k->quantize_act(a, t, t + 1);
 }
 

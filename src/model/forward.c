@@ -515,7 +515,7 @@ static void attention_mla(moe_ctx *c, int layer, int n_tok) {
 /* gate = silu(gate) * up on rows rows of width values; prefill's rows are
  * split over the threads. */
 static void swiglu_rows(float *gate, const float *up, int rows, int64_t width) {
-    #pragma omp parallel for schedule(static) if (rows > 1)
+    #pragma omp parallel for schedule(static) if (rows * width >= MOE_PARALLEL_MIN_VALUES)
     for (int r = 0; r < rows; r++) moe_swiglu(gate + (size_t)r * width, up + (size_t)r * width, width);
 }
 
