@@ -8,6 +8,9 @@
 # Writes a markdown table to OUT.md (default: stdout) and the raw JSON next to it.
 # Environment: N (tokens decoded, 32), R (runs, 2), T (threads, 2), SKEW (1),
 # MODELS (where the synthetic files go, /tmp/moe-cache-bench).
+# TRAINED=FILE TEXT=FILE: instead, rows "trained" for a real model file fed
+# windows of TEXT (moe-bench --text), e.g. the bundled model on its held-out
+# text: the routing of a trained router on real text.
 set -euo pipefail
 build=$1
 out=${2:-/dev/stdout}
@@ -17,16 +20,23 @@ raw=$(mktemp)
 trap 'rm -f "$raw"' EXIT
 mkdir -p "$MODELS"
 
-run() { # label model-args... -- bench-args...
+if [ -n "${TRAINED:-}" ]; then
+  model=(-m "$TRAINED" --text "${TEXT:?TEXT=FILE goes with TRAINED}")
+  routings=(trained)
+else
+  model=(--synthetic olmoe-1b-7b --quant q4 --layers 4 --cache-dir "$MODELS")
+  routings=(uniform skewed)
+fi
+
+run() { # label bench-args...
   local label=$1; shift
   echo "cache_bench: $label $*" >&2
   printf '%s\t' "$label" >> "$raw"
-  "$bench" --synthetic olmoe-1b-7b --quant q4 --layers 4 --cache-dir "$MODELS" -p 0 -n "$N" -r "$R" -t "$T" \
-    --drop-caches -o json "$@" | tr -d '\n' >> "$raw"
+  "$bench" "${model[@]}" -p 0 -n "$N" -r "$R" -t "$T" --drop-caches -o json "$@" | tr -d '\n' >> "$raw"
   echo >> "$raw"
 }
 
-for routing in uniform skewed; do
+for routing in "${routings[@]}"; do
   skew=()
   [ "$routing" = skewed ] && skew=(--skew "$SKEW")
   run "$routing|mmap|-|-|-" "${skew[@]}"

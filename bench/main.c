@@ -5,7 +5,7 @@
  *   moe-bench -m FILE | --synthetic NAME [--quant Q] [--layers N] [--skew A]
  *             [-p 512] [-n 128] [-t THREADS] [-r REPS] [-o md|json|csv] [--membw]
  *             [--expert-cache SIZE [--cache-policy P] [--cache-pin N] [--prefetch on|off]]
- *             [--drop-caches]
+ *             [--drop-caches] [--text FILE]
  *
  * pp<P>: one prompt of P tokens evaluated as a batch. tg<N>: N tokens decoded
  * one at a time from an empty context. Each test runs once to warm up (page
@@ -20,6 +20,9 @@
  * ids of the previous one, else uniform; ids close together share a topic
  * in the --skew synthetic models. Decode feeds this stream (teacher forcing)
  * rather than the argmax, which with random weights falls into a loop.
+ * With --text FILE the tokens are instead windows of FILE as the model's
+ * tokenizer encodes it (run r starts at a different offset): the routing of
+ * real text, for a trained model.
  *
  * --drop-caches makes every run cold: no warm-up, the model file's pages
  * dropped from the page cache and a fresh context (and expert cache) before
@@ -36,7 +39,9 @@
 #include <unistd.h>
 
 #include "membw.h"
+#include "text/tokenizer.h"
 #include "util/error.h"
+#include "util/file.h"
 #include "util/size.h"
 #include "moe.h"
 #include "synthetic.h"
@@ -44,7 +49,7 @@
 #define MAX_REPS 100
 
 typedef struct opts {
-    const char *model, *synthetic, *output, *quant, *cache_dir, *expert_cache, *cache_policy;
+    const char *model, *synthetic, *output, *quant, *cache_dir, *expert_cache, *cache_policy, *text;
     int n_prompt, n_gen, n_threads, reps, layers, membw, cache_pin, prefetch, drop_caches, no_mmap;
     double skew;
 } opts;
@@ -195,8 +200,14 @@ static void stats(result *r) {
     r->sd_ns = r->n > 1 ? sqrt(t2 / (r->n - 1)) : 0;
 }
 
-/* The tokens of run `run` (see the top comment). */
-static void token_stream(int32_t *tokens, int n, int32_t n_vocab, uint64_t run) {
+/* The tokens of run `run` (see the top comment): a window of the --text
+ * tokens when there are any (n_text > n), else the seeded stream. */
+static void token_stream(int32_t *tokens, int n, int32_t n_vocab, uint64_t run, const int32_t *text, int n_text) {
+    if (n_text > n) {
+        const uint64_t start = (run * 7919u * (uint64_t)n) % (uint64_t)(n_text - n);
+        memcpy(tokens, text + start, (size_t)n * sizeof *tokens);
+        return;
+    }
     uint64_t s = 42 + 0x9e3779b97f4a7c15ull * (run + 1);
     int32_t t = 0;
     for (int i = 0; i < n; i++) {
@@ -229,6 +240,8 @@ typedef struct bench_env {
     moe_ctx *c;
     int said_drop;
     route_tally tally;
+    const int32_t *text;  /* --text FILE's tokens, n_text of them */
+    int n_text;
 } bench_env;
 
 static moe_ctx *new_ctx(bench_env *b, moe_error *err) {
@@ -259,7 +272,7 @@ static int run_test(bench_env *b, const moe_hparams *hp, result *r, int pp, int 
     int rc = 0;
     uint64_t run = pp ? 1000 : 0;
     if (!b->o->drop_caches) { /* warm-up: pages in the weights */
-        token_stream(tokens, n, hp->n_vocab, run++);
+        token_stream(tokens, n, hp->n_vocab, run++, b->text, b->n_text);
         if (run_once(b->c, pp, n, tokens, err) < 0) rc = -1;
     }
     if (b->tally.count) { /* the routing statistics of the timed runs only */
@@ -277,7 +290,7 @@ static int run_test(bench_env *b, const moe_hparams *hp, result *r, int pp, int 
                 break;
             }
         }
-        token_stream(tokens, n, hp->n_vocab, run++);
+        token_stream(tokens, n, hp->n_vocab, run++, b->text, b->n_text);
         r->has_cache = !moe_ctx_cache_stats(b->c, before);
         const long long io0 = storage_read_bytes();
         double dt = run_once(b->c, pp, n, tokens, err);
@@ -329,6 +342,7 @@ static void usage(FILE *f) {
             "  --quant Q         q4, q8, f16, bf16, f32 for every matrix (default: the default recipe)\n"
             "  --membw           measure the read bandwidth only (always measured for tg)\n"
             "  --skew A          with --synthetic: skewed routing, Zipf exponent A (e.g. 1; see bench/README.md)\n"
+            "  --text FILE       feed windows of FILE's tokens instead of the seeded stream (real routing)\n"
             "  --expert-cache S  routed experts from a cache of S bytes (6G, 512M, 25%%)\n"
             "  --cache-policy P  lru, lfu or stats (default: stats)\n"
             "  --cache-pin N     keep the N experts of highest routing frequency resident\n"
@@ -364,6 +378,7 @@ static int parse(int argc, char **argv, opts *o) {
         else if (!strcmp(a, "--synthetic")) o->synthetic = v;
         else if (!strcmp(a, "--quant")) o->quant = v;
         else if (!strcmp(a, "--cache-dir")) o->cache_dir = v;
+        else if (!strcmp(a, "--text")) o->text = v;
         else if (!strcmp(a, "--expert-cache")) o->expert_cache = v;
         else if (!strcmp(a, "--cache-policy")) o->cache_policy = v;
         else if (!strcmp(a, "--cache-pin")) rc = int_opt(a, v, &o->cache_pin);
@@ -412,6 +427,25 @@ static int parse(int argc, char **argv, opts *o) {
         return -1;
     }
     return 0;
+}
+
+/* --text FILE encoded with the model's tokenizer; it must be longer than
+ * every test, so that each run can take its own window. */
+static int text_tokens(const opts *o, const moe_model *m, int32_t **ids, int *n, moe_error *err) {
+    size_t len = 0;
+    char *text = moe_read_file(o->text, &len, err);
+    if (!text) return -1;
+    moe_tokenizer *t = moe_model_tokenizer_new(m, err);
+    int rc = !t || moe_tokenizer_encode(t, text, len, 0, ids, n, err) ? -1 : 0;
+    const int need = (o->n_prompt > o->n_gen ? o->n_prompt : o->n_gen) + 1;
+    if (!rc && *n < need) {
+        rc = moe_fail(err, "--text %s: %d tokens, need at least %d (more than -p and -n)", o->text, *n, need);
+        free(*ids);
+        *ids = NULL;
+    }
+    moe_tokenizer_free(t);
+    free(text);
+    return rc;
 }
 
 /* Path of the cached synthetic model, written first if missing. */
@@ -609,11 +643,22 @@ int main(int argc, char **argv) {
         }
         for (int l = 0; l < hp->n_layers; l++) b.tally.prev_pos[l] = -2;
     }
+    int32_t *text_ids = NULL;
+    if (o.text && text_tokens(&o, m, &text_ids, &b.n_text, &err)) {
+        fprintf(stderr, "moe-bench: %s\n", err.msg);
+        free(b.tally.count);
+        free(b.tally.prev);
+        free(b.tally.prev_pos);
+        moe_model_close(m);
+        return 1;
+    }
+    b.text = text_ids;
     if (o.drop_caches) drop_file_pages(path, &b.said_drop);
     result *res = calloc(2, sizeof *res); /* large (per-layer arrays): not on the stack */
     if (!res || !new_ctx(&b, &err)) {
         fprintf(stderr, "moe-bench: %s\n", res ? err.msg : "out of memory");
         free(res);
+        free(text_ids);
         free(b.tally.count);
         free(b.tally.prev);
         free(b.tally.prev_pos);
@@ -638,6 +683,7 @@ int main(int argc, char **argv) {
     if (rc) fprintf(stderr, "moe-bench: %s\n", err.msg);
     else output(&o, path, cpu, moe_ctx_isa(b.c), threads, membw, m, res, n_res);
     moe_ctx_free(b.c);
+    free(text_ids);
     free(res);
     free(b.tally.count);
     free(b.tally.prev);
