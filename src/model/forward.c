@@ -68,14 +68,14 @@ struct moe_ctx {
     moe_mm *mm;                 /* 2 * n_experts + 3 products of one call */
     float *scores;              /* n_threads x QUERY_TILE x ld_scores attention scores */
     int ld_scores;              /* n_ctx rounded up to MOE_KT_BLOCK */
-    float *kt;                  /* prefill: one KV head's keys transposed for scores_kt (ld_scores x head_dim) */
+    float *kt;                  /* prefill: one KV head's keys transposed for scores_kt (ld_scores x key length) */
     float *route_scratch;       /* moe_route's scratch */
     float *pf_scores;           /* n_experts: the next MoE layer's predicted router scores */
     int32_t *pf_sel;            /* n_experts: the experts handed to the prefetch hook */
     /* MLA scratch */
     float *q_a;                 /* n_batch x q_lora_rank */
     float *q_nope;              /* n_heads x n_batch x nope: each head's rows contiguous */
-    float *q_lat;               /* n_batch x n_heads x kv_lora_rank: queries in latent space */
+    float *q_lat;               /* n_batch x n_heads x (kv_lora_rank + rope): queries in latent space */
     float *lat_out;             /* n_heads x n_batch x kv_lora_rank: attention output in latent space */
     moe_act act_q_a, act_q_nope, act_lat;
     moe_act *act_head;          /* n_heads views into act_q_nope or act_lat */
@@ -204,7 +204,7 @@ moe_ctx *moe_ctx_new(const moe_model *m, moe_ctx_params p, moe_error *err) {
     ALLOC(c->mm, imax(2 * (int)n_exp + 3, (int)H));
     c->ld_scores = (c->n_ctx + MOE_KT_BLOCK - 1) / MOE_KT_BLOCK * MOE_KT_BLOCK;
     ALLOC(c->scores, (size_t)c->n_threads * QUERY_TILE * (size_t)c->ld_scores);
-    ALLOC(c->kt, mla || B < 2 ? 1 : (size_t)c->ld_scores * (size_t)hp->head_dim);
+    ALLOC(c->kt, B < QUERY_TILE ? 1 : (size_t)c->ld_scores * (mla ? kvd : (size_t)hp->head_dim));
     ALLOC(c->route_scratch, moe_route_scratch(hp));
     ALLOC(c->pf_scores, n_exp);
     ALLOC(c->pf_sel, n_exp);
@@ -213,7 +213,7 @@ moe_ctx *moe_ctx_new(const moe_model *m, moe_ctx_params p, moe_error *err) {
         const size_t qa = (size_t)imax(hp->q_lora_rank, 1), nope = (size_t)hp->qk_nope_dim;
         ALLOC(c->q_a, B * qa);
         ALLOC(c->q_nope, H * B * nope);
-        ALLOC(c->q_lat, B * H * R);
+        ALLOC(c->q_lat, B * H * kvd);
         ALLOC(c->lat_out, H * B * R);
         ALLOC(c->act_head, H);
         ALLOC(c->head_w, H);
@@ -328,19 +328,32 @@ static float softmax_unnormalized(float *s, int n) {
     return 1.0f / sum;
 }
 
+/* Where attention finds its operands: query (t, h) at q + t * ldq_t +
+ * h * ldq_h; the keys of KV head g at k + g * kv_off, rows ldk apart, d_k
+ * long; their values at v + g * kv_off, d_v long, rows ldv apart; output
+ * (t, h) at out + t * ldo_t + h * ldo_h. Query head h reads KV head
+ * h / group. GQA and DeepSeek's latent attention (one "KV head": the
+ * latent and rope key of each position) are both this. */
+typedef struct attn_layout {
+    const float *q, *k, *v;
+    float *out;
+    int64_t ldq_t, ldq_h, ldk, ldv, kv_off, ldo_t, ldo_h;
+    int d_k, d_v, n_kv_heads, group;
+} attn_layout;
+
 /* Causal attention of the n_tok new queries (at positions pos..) over the
  * cache, one query and head at a time: decode. */
-static void attend_each(moe_ctx *c, const float *kc, const float *vc, int n_tok) {
-    const moe_hparams *hp = &c->m->hp;
-    const int hd = hp->head_dim, qd = hp->n_heads * hd, kvd = hp->n_kv_heads * hd, group = hp->n_heads / hp->n_kv_heads;
-    #pragma omp parallel for schedule(dynamic, 1) collapse(2) if (n_tok * hp->n_heads > 1)
+static void attend_each(moe_ctx *c, const attn_layout *a, int n_tok) {
+    const int n_heads = a->n_kv_heads * a->group;
+    #pragma omp parallel for schedule(dynamic, 1) collapse(2) if (n_tok * n_heads > 1)
     for (int t = 0; t < n_tok; t++) {
-        for (int h = 0; h < hp->n_heads; h++) {
+        for (int h = 0; h < n_heads; h++) {
             float *s = c->scores + (size_t)omp_get_thread_num() * QUERY_TILE * c->ld_scores;
-            const int kvh = h / group, n_pos = c->pos + t + 1;
-            c->kern->dots(s, c->q + t * qd + h * hd, kc + kvh * hd, n_pos, kvd, hd, c->attn_scale);
+            const int64_t kv = h / a->group * a->kv_off;
+            const int n_pos = c->pos + t + 1;
+            c->kern->dots(s, a->q + t * a->ldq_t + h * a->ldq_h, a->k + kv, n_pos, a->ldk, a->d_k, c->attn_scale);
             const float inv_sum = softmax_unnormalized(s, n_pos);
-            c->kern->wsum(c->att + t * qd + h * hd, s, inv_sum, vc + kvh * hd, n_pos, kvd, hd);
+            c->kern->wsum(a->out + t * a->ldo_t + h * a->ldo_h, s, inv_sum, a->v + kv, n_pos, a->ldv, a->d_v);
         }
     }
 }
@@ -350,34 +363,39 @@ static void attend_each(moe_ctx *c, const float *kc, const float *vc, int n_tok)
  * a time against them with scores_kt, which needs no horizontal sums; the
  * per-query dot products of attend_each spent most of their time summing
  * vector lanes. */
-static void attend_batch(moe_ctx *c, const float *kc, const float *vc, int n_tok) {
-    const moe_hparams *hp = &c->m->hp;
-    const int hd = hp->head_dim, qd = hp->n_heads * hd, kvd = hp->n_kv_heads * hd, group = hp->n_heads / hp->n_kv_heads;
+static void attend_batch(moe_ctx *c, const attn_layout *a, int n_tok) {
     const int n_keys = c->pos + n_tok, blocks = (n_keys + MOE_KT_BLOCK - 1) / MOE_KT_BLOCK;
-    const int tiles = (n_tok + QUERY_TILE - 1) / QUERY_TILE;
-    for (int kvh = 0; kvh < hp->n_kv_heads; kvh++) {
+    const int tiles = (n_tok + QUERY_TILE - 1) / QUERY_TILE, dk = a->d_k;
+    for (int kvh = 0; kvh < a->n_kv_heads; kvh++) {
+        const float *keys = a->k + kvh * a->kv_off;
         #pragma omp parallel for schedule(static)
         for (int b = 0; b < blocks; b++)
             for (int key = b * MOE_KT_BLOCK; key < (b + 1) * MOE_KT_BLOCK; key++)
-                for (int j = 0; j < hd; j++)
-                    c->kt[moe_kt_index(key, j, hd)] = key < n_keys ? kc[(size_t)key * kvd + kvh * hd + j] : 0.0f;
+                for (int j = 0; j < dk; j++)
+                    c->kt[moe_kt_index(key, j, dk)] = key < n_keys ? keys[(size_t)key * a->ldk + j] : 0.0f;
         #pragma omp parallel for schedule(dynamic, 1) collapse(2)
-        for (int g = 0; g < group; g++) {
+        for (int g = 0; g < a->group; g++) {
             for (int tile = 0; tile < tiles; tile++) {
-                const int h = kvh * group + g, t0 = tile * QUERY_TILE;
+                const int h = kvh * a->group + g, t0 = tile * QUERY_TILE;
                 const int nq = n_tok - t0 < QUERY_TILE ? n_tok - t0 : QUERY_TILE;
                 float *s = c->scores + (size_t)omp_get_thread_num() * QUERY_TILE * c->ld_scores;
-                c->kern->scores_kt(s, c->ld_scores, c->q + t0 * qd + h * hd, qd, nq, c->kt, c->pos + t0 + nq, hd,
-                                   c->attn_scale);
+                c->kern->scores_kt(s, c->ld_scores, a->q + t0 * a->ldq_t + h * a->ldq_h, a->ldq_t, nq, c->kt,
+                                   c->pos + t0 + nq, dk, c->attn_scale);
                 for (int i = 0; i < nq; i++) {
                     float *si = s + (size_t)i * c->ld_scores;
                     const int n_pos = c->pos + t0 + i + 1;
                     const float inv_sum = softmax_unnormalized(si, n_pos);
-                    c->kern->wsum(c->att + (t0 + i) * qd + h * hd, si, inv_sum, vc + kvh * hd, n_pos, kvd, hd);
+                    c->kern->wsum(a->out + (t0 + i) * a->ldo_t + h * a->ldo_h, si, inv_sum, a->v + kvh * a->kv_off,
+                                  n_pos, a->ldv, a->d_v);
                 }
             }
         }
     }
+}
+
+static void attend(moe_ctx *c, const attn_layout *a, int n_tok) {
+    if (n_tok >= QUERY_TILE) attend_batch(c, a, n_tok);
+    else attend_each(c, a, n_tok);
 }
 
 static void attention(moe_ctx *c, int layer, int n_tok) {
@@ -414,8 +432,10 @@ static void attention(moe_ctx *c, int layer, int n_tok) {
         memcpy(vc + (size_t)(pos0 + t) * kvd, c->v + t * kvd, kvd * sizeof(float));
     }
 
-    if (n_tok >= QUERY_TILE) attend_batch(c, kc, vc, n_tok);
-    else attend_each(c, kc, vc, n_tok);
+    const attn_layout a = {.q = c->q, .k = kc, .v = vc, .out = c->att, .ldq_t = qd, .ldq_h = hd, .ldk = kvd, .ldv = kvd,
+                           .kv_off = hd, .ldo_t = qd, .ldo_h = hd, .d_k = hd, .d_v = hd, .n_kv_heads = hp->n_kv_heads,
+                           .group = hp->n_heads / hp->n_kv_heads};
+    attend(c, &a, n_tok);
     act_ready(c, &c->act_att, n_tok, &L->w[LT_O]);
     const moe_mm o = product(c->out, hp->n_embd, &L->w[LT_O], &c->act_att, NULL, n_tok);
     moe_matmul_run(c->kern, &o, 1);
@@ -430,15 +450,15 @@ static moe_weight weight_rows(const moe_weight *w, int64_t r0, int64_t n) {
 
 /* One product per head: head h's rows of w (rows_per_head of them) times
  * head h's activation rows (rows h * n_batch + t of a), into y at column
- * h * rows_per_head of rows ldy apart. */
-static void per_head_products(moe_ctx *c, float *y, int64_t ldy, const moe_weight *w, int64_t rows_per_head,
-                              moe_act *a, int n_tok) {
+ * h * head_stride of rows ldy apart. */
+static void per_head_products(moe_ctx *c, float *y, int64_t ldy, int64_t head_stride, const moe_weight *w,
+                              int64_t rows_per_head, moe_act *a, int n_tok) {
     const int H = c->m->hp.n_heads;
     for (int h = 0; h < H; h++) {
         c->head_w[h] = weight_rows(w, h * rows_per_head, rows_per_head);
         c->act_head[h] = act_view(a, (int64_t)h * c->n_batch, n_tok);
         if (moe_dtype_is_quant(w->dtype)) moe_act_quantize(c->kern, &c->act_head[h]);
-        c->mm[h] = product(y + h * rows_per_head, ldy, &c->head_w[h], &c->act_head[h], NULL, n_tok);
+        c->mm[h] = product(y + h * head_stride, ldy, &c->head_w[h], &c->act_head[h], NULL, n_tok);
     }
     moe_matmul_run(c->kern, c->mm, H);
 }
@@ -483,30 +503,22 @@ static void attention_mla(moe_ctx *c, int layer, int n_tok) {
         rope(c, kv + R, 1, 0, pos0 + t);
         memcpy(cache + (size_t)(pos0 + t) * kvd, kv, (size_t)kvd * sizeof(float));
         rope(c, q + nope, H, qh, pos0 + t);
-        for (int h = 0; h < H; h++)
-            memcpy(c->q_nope + ((size_t)h * B + t) * nope, q + h * qh, (size_t)nope * sizeof(float));
-    }
-
-    /* queries into latent space: q_lat[t][h] = Wk_h^T q_nope[h][t] */
-    per_head_products(c, c->q_lat, (int64_t)H * R, &L->w[LT_K_B], R, &c->act_q_nope, n_tok);
-
-    #pragma omp parallel for schedule(dynamic, 1) collapse(2)
-    for (int t = 0; t < n_tok; t++) {
         for (int h = 0; h < H; h++) {
-            float *s = c->scores + (size_t)omp_get_thread_num() * QUERY_TILE * c->ld_scores;
-            const float *ql = c->q_lat + ((size_t)t * H + h) * R, *qp = c->q + (size_t)t * qd + h * qh + nope;
-            const int n_pos = pos0 + t + 1;
-            for (int p = 0; p < n_pos; p++) {
-                const float *kv = cache + (size_t)p * kvd;
-                s[p] = (c->kern->dot(ql, kv, R) + c->kern->dot(qp, kv + R, rd)) * c->attn_scale;
-            }
-            const float inv_sum = softmax_unnormalized(s, n_pos);
-            c->kern->wsum(c->lat_out + ((size_t)h * B + t) * R, s, inv_sum, cache, n_pos, kvd, R);
+            memcpy(c->q_nope + ((size_t)h * B + t) * nope, q + h * qh, (size_t)nope * sizeof(float));
+            /* the rope part of the query goes after its latent part: one dot per cached row */
+            memcpy(c->q_lat + ((size_t)t * H + h) * kvd + R, q + h * qh + nope, (size_t)rd * sizeof(float));
         }
     }
 
+    /* queries into latent space: q_lat[t][h] = [Wk_h^T q_nope[h][t], q_pe[t][h]], kvd long like a cached row */
+    per_head_products(c, c->q_lat, (int64_t)H * kvd, kvd, &L->w[LT_K_B], R, &c->act_q_nope, n_tok);
+    const attn_layout a = {.q = c->q_lat, .k = cache, .v = cache, .out = c->lat_out, .ldq_t = (int64_t)H * kvd,
+                           .ldq_h = kvd, .ldk = kvd, .ldv = kvd, .kv_off = 0, .ldo_t = R, .ldo_h = (int64_t)B * R,
+                           .d_k = kvd, .d_v = R, .n_kv_heads = 1, .group = H};
+    attend(c, &a, n_tok);
+
     /* back out of latent space: att[t][h] = Wv_h lat_out[h][t], then o_proj */
-    per_head_products(c, c->att, (int64_t)H * vd, &L->w[LT_V_B], vd, &c->act_lat, n_tok);
+    per_head_products(c, c->att, (int64_t)H * vd, vd, &L->w[LT_V_B], vd, &c->act_lat, n_tok);
     act_ready(c, &c->act_att, n_tok, &L->w[LT_O]);
     const moe_mm o = product(c->out, hp->n_embd, &L->w[LT_O], &c->act_att, NULL, n_tok);
     moe_matmul_run(c->kern, &o, 1);
