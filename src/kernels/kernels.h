@@ -47,6 +47,17 @@ static inline const float *moe_act_block(const moe_act *a, int t, int64_t b, flo
     return buf;
 }
 
+/* wsum's columns [c0, d) one at a time: the scalar kernel, and the SIMD
+ * kernels' tails. */
+static inline void moe_wsum_columns(float *o, const float *s, float scale, const float *v, int n, int64_t ldv, int c0,
+                                    int d) {
+    for (int c = c0; c < d; c++) {
+        float acc = 0;
+        for (int p = 0; p < n; p++) acc += s[p] * v[(size_t)p * (size_t)ldv + c];
+        o[c] = acc * scale;
+    }
+}
+
 /* Computes weight rows [r0, r1) of mm for all its tokens; r0 is a multiple
  * of MOE_QR. */
 typedef void (*moe_mm_kernel)(const moe_mm *mm, int64_t r0, int64_t r1);

@@ -226,11 +226,7 @@ static void wsum(float *o, const float *s, float scale, const float *v, int n, i
         for (int p = 0; p < n; p++) acc = _mm256_fmadd_ps(_mm256_broadcast_ss(s + p), _mm256_loadu_ps(v + (size_t)p * (size_t)ldv + c), acc);
         _mm256_storeu_ps(o + c, _mm256_mul_ps(acc, vscale));
     }
-    for (; c < d; c++) {
-        float acc = 0;
-        for (int p = 0; p < n; p++) acc += s[p] * v[(size_t)p * (size_t)ldv + c];
-        o[c] = acc * scale;
-    }
+    moe_wsum_columns(o, s, scale, v, n, ldv, c, d);
 }
 
 /* Four queries (rows past nq repeat the first and are not stored) times one

@@ -206,11 +206,7 @@ static void wsum(float *o, const float *s, float scale, const float *v, int n, i
         for (int p = 0; p < n; p++) acc = vfmaq_n_f32(acc, vld1q_f32(v + (size_t)p * (size_t)ldv + c), s[p]);
         vst1q_f32(o + c, vmulq_n_f32(acc, scale));
     }
-    for (; c < d; c++) {
-        float acc = 0;
-        for (int p = 0; p < n; p++) acc += s[p] * v[(size_t)p * (size_t)ldv + c];
-        o[c] = acc * scale;
-    }
+    moe_wsum_columns(o, s, scale, v, n, ldv, c, d);
 }
 
 /* Two queries (a second row past nq repeats the first and is not stored)

@@ -31,10 +31,7 @@ static void dots(float *s, const float *q, const float *k, int n, int64_t ldk, i
 }
 
 static void wsum(float *o, const float *s, float scale, const float *v, int n, int64_t ldv, int d) {
-    for (int i = 0; i < d; i++) o[i] = 0;
-    for (int p = 0; p < n; p++)
-        for (int i = 0; i < d; i++) o[i] += s[p] * v[(size_t)p * (size_t)ldv + i];
-    for (int i = 0; i < d; i++) o[i] *= scale;
+    moe_wsum_columns(o, s, scale, v, n, ldv, 0, d);
 }
 
 static void scores_kt(float *s, int64_t lds, const float *q, int64_t ldq, int nq, const float *kt, int n, int d,
