@@ -1,10 +1,12 @@
 /*
  * matmul.c — ISA selection and the driver that spreads matrix products over
- * the threads. Work is cut into units of MOE_ROWS_PER_UNIT weight rows of one
- * product; the units of all products of one call go into one parallel loop,
- * so a call with the 8 experts of a token balances as well as one with a
- * single large matrix. Each unit multiplies its rows into every token of its
- * product: a weight row is read from memory once per call.
+ * the threads. Work is cut into units of ROWS_PER_UNIT weight rows of one
+ * product; the units of all products of one call are laid end to end and
+ * each thread takes one contiguous run of equal cost, so a call with the 8
+ * experts of a token balances as well as one with a single large matrix,
+ * and each thread streams long runs of weights. Each unit multiplies its
+ * rows into every token of its product: a weight row is read from memory
+ * once per call.
  */
 #include <math.h>
 #include <omp.h>

@@ -28,9 +28,9 @@
 #include "model.h"
 #include "moe/moe.h"
 #include "quant/quant.h"
+#include "util/error.h"
 
 #define QUERY_TILE 4 /* queries per call of scores_kt */
-#include "util/error.h"
 
 struct moe_ctx {
     const moe_model *m;
