@@ -396,6 +396,22 @@ def f32_bits_low(x):
     return np.asarray(x, dtype=np.float32).view(np.uint32) & 0xFFFF
 
 
+ISA_FLAGS = {"avx2": ["avx2", "fma", "f16c"],
+             "avx512": ["avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni"]}
+
+
+def missing_cpu_flags(isa):
+    """The /proc/cpuinfo flags a forced x86 ISA needs that this CPU lacks."""
+    if isa not in ISA_FLAGS:
+        return []
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        flags = []
+    return [f for f in ISA_FLAGS[isa] if f not in flags]
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--convert", help="path to moe-convert")
@@ -420,6 +436,10 @@ def main(argv=None):
         ap.error(f"unknown families: {', '.join(sorted(unknown))}")
     os.makedirs(args.workdir, exist_ok=True)
     args.workdir = os.path.abspath(args.workdir)
+    missing = missing_cpu_flags(os.environ.get("MOE_ISA", ""))
+    if missing and not args.reference_only:
+        print(f"skip: MOE_ISA={os.environ['MOE_ISA']} needs CPU features this machine lacks: {', '.join(missing)}")
+        return 77
 
     if args.reference_only:
         # The self-checks below (mutants, bf16 rounding) are written for the
