@@ -4,11 +4,15 @@
  * the CPU has them all.
  *
  * q4/q8 use vpdpbusd (u8 x s8, four products summed into each i32 lane),
- * which replaces AVX2's maddubs + madd pair and never saturates. One 512-bit
- * register holds a whole q4 group-block (four rows x 16 bytes, one row per
- * 128-bit lane) and half a q8 one; the weights of a group-block are loaded
- * and split once and multiplied into up to TOK_TILE tokens, so prefill
- * reuses each load eight times.
+ * which replaces AVX2's maddubs + madd pair and never saturates. Two forms,
+ * both on the file's 4-row groups (no repacking):
+ *   - q4_group / q8_group (decode, and products of 1-3 tokens): one 512-bit
+ *     register holds a whole q4 group-block (four rows x 16 bytes, one row
+ *     per 128-bit lane) or half a q8 one; one address stream per thread.
+ *   - q4_rows16 / q8_rows16 (4 tokens or more): four groups transposed in
+ *     registers to one row per 32-bit lane, so each token's block ends in
+ *     one integer vector of 16 rows; the transpose is paid once per tile of
+ *     up to TOK_TILE tokens.
  *
  *   q4: the nibbles n = q + 8 are unsigned, as vpdpbusd wants; the 8 x sum(x)
  *       offset is taken off once per group through the activations' block
