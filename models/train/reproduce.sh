@@ -1,5 +1,5 @@
 #!/bin/sh
-# Rebuild the bundled demo model moe-tiny-austen from scratch (about 45 min on
+# Rebuild the bundled demo model moe-tiny-austen from scratch (about 85 min on
 # one CPU thread).  It installs what it needs with apt-get: python3-torch
 # (1.13), python3-numpy, python3-matplotlib and the Debian package
 # r-cran-janeaustenr (R itself is not run; data.py reads the package's data
@@ -17,7 +17,7 @@ mkdir -p "$W"
 $PY models/train/data.py -o "$W/data"
 $PY models/train/tokenizer.py train -i "$W/data/train.txt" -o "$W/tok" --vocab 4096 --ctx 256
 $PY models/train/train.py --data "$W/data" --tok "$W/tok" -o models/moe-tiny-austen-hf \
-    --steps 1000 --batch 8 --lr 2e-3 --threads 1 --max-minutes 44
+    --steps 2000 --batch 8 --lr 2e-3 --threads 1 --max-minutes 110
 cp "$W/data/heldout.txt" models/moe-tiny-austen-heldout.txt
 $PY models/train/analyze.py models/moe-tiny-austen-hf models/moe-tiny-austen-heldout.txt \
     --loss-png models/moe-tiny-austen-loss.png --experts-png models/moe-tiny-austen-experts.png \
