@@ -81,6 +81,12 @@ typedef struct route_tally {
     uint64_t shared, pairs;
 } route_tally;
 
+static void tally_free(route_tally *t) {
+    free(t->count);
+    free(t->prev);
+    free(t->prev_pos);
+}
+
 static void on_route(void *user, int32_t pos, int32_t layer, int32_t k, const int32_t *experts, const float *w) {
     (void)w;
     route_tally *t = user;
@@ -635,9 +641,7 @@ int main(int argc, char **argv) {
         b.tally.prev_pos = malloc((size_t)hp->n_layers * sizeof *b.tally.prev_pos);
         if (!b.tally.count || !b.tally.prev || !b.tally.prev_pos) {
             fprintf(stderr, "moe-bench: out of memory\n");
-            free(b.tally.count);
-            free(b.tally.prev);
-            free(b.tally.prev_pos);
+            tally_free(&b.tally);
             moe_model_close(m);
             return 1;
         }
@@ -646,9 +650,7 @@ int main(int argc, char **argv) {
     int32_t *text_ids = NULL;
     if (o.text && text_tokens(&o, m, &text_ids, &b.n_text, &err)) {
         fprintf(stderr, "moe-bench: %s\n", err.msg);
-        free(b.tally.count);
-        free(b.tally.prev);
-        free(b.tally.prev_pos);
+        tally_free(&b.tally);
         moe_model_close(m);
         return 1;
     }
@@ -659,9 +661,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "moe-bench: %s\n", res ? err.msg : "out of memory");
         free(res);
         free(text_ids);
-        free(b.tally.count);
-        free(b.tally.prev);
-        free(b.tally.prev_pos);
+        tally_free(&b.tally);
         moe_model_close(m);
         return 1;
     }
@@ -685,9 +685,7 @@ int main(int argc, char **argv) {
     moe_ctx_free(b.c);
     free(text_ids);
     free(res);
-    free(b.tally.count);
-    free(b.tally.prev);
-    free(b.tally.prev_pos);
+    tally_free(&b.tally);
     moe_model_close(m);
     return rc ? 1 : 0;
 }

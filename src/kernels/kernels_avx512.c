@@ -30,6 +30,24 @@
 #define TOK_TILE 8
 #define PREFETCH_AHEAD 4096 /* bytes: weights stream once, so ask for them early */
 
+/* The tokens left after the full tiles (1 to TOK_TILE - 1) as one tile:
+ * TILE_OF(T) with T a constant, so each size is its own inlined copy with
+ * its accumulators in registers. */
+#define LEFTOVER_TILE(rest, TILE_OF) \
+    do { \
+        switch (rest) { \
+        case 7: TILE_OF(7); break; \
+        case 6: TILE_OF(6); break; \
+        case 5: TILE_OF(5); break; \
+        case 4: TILE_OF(4); break; \
+        case 3: TILE_OF(3); break; \
+        case 2: TILE_OF(2); break; \
+        case 1: TILE_OF(1); break; \
+        default: break; \
+        } \
+    } while (0)
+_Static_assert(TOK_TILE == 8, "LEFTOVER_TILE covers 1..7");
+
 static inline const float *act_row(const moe_mm *mm, int j) {
     return mm->a->x + (size_t)(mm->idx ? mm->idx[j] : j) * (size_t)mm->a->cols;
 }
@@ -240,16 +258,9 @@ static void rows16_all(const moe_mm *mm, int64_t g, int q4) {
     const uint8_t *const grp[4] = {base, base + gstride, base + 2 * gstride, base + 3 * gstride};
     int j = 0;
     for (; j + TOK_TILE <= mm->n; j += TOK_TILE) rows16_tile(mm, grp, g * 4, j, TOK_TILE, q4);
-    switch (mm->n - j) {
-    case 7: rows16_tile(mm, grp, g * 4, j, 7, q4); break;
-    case 6: rows16_tile(mm, grp, g * 4, j, 6, q4); break;
-    case 5: rows16_tile(mm, grp, g * 4, j, 5, q4); break;
-    case 4: rows16_tile(mm, grp, g * 4, j, 4, q4); break;
-    case 3: rows16_tile(mm, grp, g * 4, j, 3, q4); break;
-    case 2: rows16_tile(mm, grp, g * 4, j, 2, q4); break;
-    case 1: rows16_tile(mm, grp, g * 4, j, 1, q4); break;
-    default: break;
-    }
+#define ROWS16_TILE_OF(T) rows16_tile(mm, grp, g * 4, j, T, q4)
+    LEFTOVER_TILE(mm->n - j, ROWS16_TILE_OF);
+#undef ROWS16_TILE_OF
 }
 
 /* q8: one group of four rows times T tokens. */
@@ -287,9 +298,8 @@ static inline __attribute__((always_inline)) void q8_group(const moe_mm *mm, con
     for (int t = 0; t < T; t++) out[t] = half_sums(acc01[t], acc23[t]);
 }
 
-/* Tokens in tiles of 8, then the rest (1-7) as one tile: each tile size is
- * its own inlined copy of the group kernel, with its accumulators in
- * registers, so a few leftover tokens still share each weight load. */
+/* Tokens in tiles of 8, then the rest (1-7) as one tile (LEFTOVER_TILE), so
+ * a few leftover tokens still share each weight load. */
 static inline __attribute__((always_inline)) void group_tile(const moe_mm *mm, const uint8_t *grp, int64_t g, int64_t r1,
                                                              int j, int T, int q4) {
     int64_t trow[TOK_TILE];
@@ -313,16 +323,9 @@ static inline __attribute__((always_inline)) void mm_quant(const moe_mm *mm, int
         const uint8_t *grp = (const uint8_t *)mm->w->data + (size_t)g * (size_t)mm->a->nb * gbytes;
         int j = 0;
         for (; j + TOK_TILE <= mm->n; j += TOK_TILE) group_tile(mm, grp, g, r1, j, TOK_TILE, q4);
-        switch (mm->n - j) {
-        case 7: group_tile(mm, grp, g, r1, j, 7, q4); break;
-        case 6: group_tile(mm, grp, g, r1, j, 6, q4); break;
-        case 5: group_tile(mm, grp, g, r1, j, 5, q4); break;
-        case 4: group_tile(mm, grp, g, r1, j, 4, q4); break;
-        case 3: group_tile(mm, grp, g, r1, j, 3, q4); break;
-        case 2: group_tile(mm, grp, g, r1, j, 2, q4); break;
-        case 1: group_tile(mm, grp, g, r1, j, 1, q4); break;
-        default: break;
-        }
+#define GROUP_TILE_OF(T) group_tile(mm, grp, g, r1, j, T, q4)
+        LEFTOVER_TILE(mm->n - j, GROUP_TILE_OF);
+#undef GROUP_TILE_OF
     }
 }
 
