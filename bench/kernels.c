@@ -36,10 +36,12 @@ static double now(void) {
 }
 
 static moe_act act_new(float *x, int n, int64_t cols) {
-    moe_act a = {.x = x, .cols = cols, .nb = (cols + MOE_QK - 1) / MOE_QK, .n = n};
-    a.q = calloc((size_t)n * (size_t)a.nb * MOE_QK, 1);
-    a.d = calloc((size_t)n * (size_t)a.nb, sizeof(float));
-    a.s = calloc((size_t)n * (size_t)a.nb, sizeof(float));
+    moe_act a;
+    if (moe_act_alloc(&a, x, (size_t)n, cols)) {
+        fprintf(stderr, "moe-bench-kernels: out of memory\n");
+        exit(1);
+    }
+    a.n = n;
     return a;
 }
 
@@ -66,9 +68,7 @@ static double driver_decode_gbs(const moe_kernels *k, moe_dtype dt, const uint8_
         t1 = now();
     }
     free(y);
-    free(a.q);
-    free(a.d);
-    free(a.s);
+    moe_act_free(&a);
     omp_set_num_threads(1);
     return (double)bytes * (double)(calls * products) / (t1 - t0) / 1e9;
 }
@@ -128,9 +128,7 @@ int main(int argc, char **argv) {
                     t1 = now();
                 }
                 result[pass] = pass ? 2.0 * rows * cols * n * iters / (t1 - t0) / 1e9 : bytes * iters / (t1 - t0) / 1e9;
-                free(a.q);
-                free(a.d);
-                free(a.s);
+                moe_act_free(&a);
             }
             printf("| %s | %s | %.2f | %.1f |\n", isas[i], moe_dtype_name(dt), result[0], result[1]);
             if (threads && k == moe_kernels_select(NULL, NULL))

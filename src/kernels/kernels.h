@@ -23,7 +23,8 @@ typedef struct moe_act {
     const float *x;          /* n x cols */
     int8_t *q;               /* n x nb * MOE_QK, zero-padded */
     float *d;                /* n x nb block scales */
-    float *s;                /* n x nb: d * sum(q) of the block */
+    int32_t *q4_base;        /* n x nb: -8 sum(q) of the block, where a q4 block's
+                              * integer sum starts: its weights are stored as q + 8 */
     int64_t cols, nb;
     int n;
 } moe_act;
@@ -120,6 +121,10 @@ void moe_blas_threads(int n);
 #define MOE_PARALLEL_MIN_VALUES 32768
 
 /* Quantizes all rows of a, in parallel when they are many. */
+/* Buffers for `rows` activation rows of `cols` columns read from x (a->n is
+ * left 0 for the caller to set); -1 when out of memory. */
+int moe_act_alloc(moe_act *a, const float *x, size_t rows, int64_t cols);
+void moe_act_free(moe_act *a);
 void moe_act_quantize(const moe_kernels *k, moe_act *a);
 
 /* Convenience: y = w x for n contiguous rows (a single product). */

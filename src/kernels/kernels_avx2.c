@@ -88,7 +88,7 @@ static inline __attribute__((always_inline)) void q4_group(const moe_mm *mm, con
             const __m256 dwx = _mm256_castps128_ps256(_mm_mul_ps(dw, _mm_broadcast_ss(a->d + ab)));
             acc01[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p01), _mm256_permutevar8x32_ps(dwx, pick01), acc01[t]);
             acc23[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p23), _mm256_permutevar8x32_ps(dwx, pick23), acc23[t]);
-            corr[t] = _mm_fmadd_ps(dw, _mm_broadcast_ss(a->s + ab), corr[t]);
+            corr[t] = _mm_fmadd_ps(dw, _mm_set1_ps(a->d[ab] * (float)(a->q4_base[ab] / -8)), corr[t]);
         }
     }
     for (int t = 0; t < T; t++) out[t] = _mm_fnmadd_ps(_mm_set1_ps(8.0f), corr[t], fold_rows(acc01[t], acc23[t]));
@@ -287,7 +287,7 @@ static void quantize_act(moe_act *a, int t0, int t1) {
             s4 = _mm_hadd_epi32(s4, s4);
             s4 = _mm_hadd_epi32(s4, s4);
             a->d[t * a->nb + b] = d;
-            a->s[t * a->nb + b] = d * (float)_mm_cvtsi128_si32(s4);
+            a->q4_base[t * a->nb + b] = -8 * _mm_cvtsi128_si32(s4);
         }
     }
 }

@@ -82,9 +82,8 @@ static inline __attribute__((always_inline)) void quant_group(const moe_mm *mm, 
             for (int r = 0; r < 4; r++) p[r] = dot16(dot16(vdupq_n_s32(0), w[r][0], x0), w[r][1], x1);
             const int32x4_t sum = vpaddq_s32(vpaddq_s32(p[0], p[1]), vpaddq_s32(p[2], p[3]));
             const float32x4_t s = vcvtq_f32_s32(sum);
-            const float dx = a->d[trow[t] * nb + b];
-            const float32x4_t v = q4 ? vfmaq_n_f32(vdupq_n_f32(-8.0f * a->s[trow[t] * nb + b]), s, dx)
-                                     : vmulq_n_f32(s, dx);
+            const float dx = a->d[trow[t] * nb + b], sx = dx * (float)(a->q4_base[trow[t] * nb + b] / -8);
+            const float32x4_t v = q4 ? vfmaq_n_f32(vdupq_n_f32(-8.0f * sx), s, dx) : vmulq_n_f32(s, dx);
             acc[t] = vfmaq_f32(acc[t], dw, v);
         }
     }
@@ -234,7 +233,7 @@ static void scores_kt(float *s, int64_t lds, const float *q, int64_t ldq, int nq
 }
 
 /* Bit-identical to the scalar quantizer: d = amax / 127, q = round-half-even(x * (1 / d))
- * (FCVTNS, as lrintf in the default rounding mode), s = d * sum(q). amax uses FMAXNM,
+ * (FCVTNS, as lrintf in the default rounding mode), q4_base = -8 sum(q). amax uses FMAXNM,
  * which like the scalar comparison skips NaNs. */
 static void quantize_act(moe_act *a, int t0, int t1) {
     for (int t = t0; t < t1; t++) {
@@ -261,7 +260,7 @@ static void quantize_act(moe_act *a, int t0, int t1) {
             vst1q_s8(q + c0 + 16, q1);
             const int sum = vaddlvq_s8(q0) + vaddlvq_s8(q1);
             a->d[t * a->nb + b] = d;
-            a->s[t * a->nb + b] = d * (float)sum;
+            a->q4_base[t * a->nb + b] = -8 * sum;
         }
     }
 }

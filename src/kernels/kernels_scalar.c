@@ -81,7 +81,8 @@ static void mm_quant(const moe_mm *mm, int64_t r0, int64_t r1) {
             float acc[MOE_QR] = {0};
             for (int64_t b = 0; b < nb; b++) {
                 const uint8_t *blk = grp + (size_t)b * gbytes;
-                const float dx = a->d[t * nb + b], sx = a->s[t * nb + b];
+                const float dx = a->d[t * nb + b];
+                const int32_t base = a->q4_base[t * nb + b];
                 for (int r = 0; r < MOE_QR; r++) {
                     uint16_t dh;
                     memcpy(&dh, blk + 2 * r, 2);
@@ -91,7 +92,7 @@ static void mm_quant(const moe_mm *mm, int64_t r0, int64_t r1) {
                         const uint8_t *nib = blk + 2 * MOE_QR + r * (MOE_QK / 2);
                         for (int i = 0; i < MOE_QK / 2; i++)
                             sum += (nib[i] & 15) * xq[b * MOE_QK + i] + (nib[i] >> 4) * xq[b * MOE_QK + i + MOE_QK / 2];
-                        acc[r] += dw * (dx * (float)sum - 8.0f * sx);
+                        acc[r] += dw * dx * (float)(sum + base);
                     } else {
                         const int8_t *q = (const int8_t *)(blk + 2 * MOE_QR + r * MOE_QK);
                         for (int i = 0; i < MOE_QK; i++) sum += q[i] * xq[b * MOE_QK + i];
@@ -119,7 +120,7 @@ static void quantize_act(moe_act *a, int t0, int t1) {
                 sum += q[i];
             }
             a->d[t * a->nb + b] = d;
-            a->s[t * a->nb + b] = d * (float)sum;
+            a->q4_base[t * a->nb + b] = -8 * sum;
         }
     }
 }

@@ -10,6 +10,8 @@
  */
 #include <math.h>
 #include <omp.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -99,6 +101,47 @@ static int64_t unit_cost(const moe_mm *p) { return (p->w->cols + 31) / 32 * (p->
 
 static int64_t ceil_div(int64_t a, int64_t b) { return a <= 0 ? 0 : (a + b - 1) / b; }
 
+/* Runs the units whose cost offset falls in [c0, c1) of the products laid
+ * end to end: for each product, one contiguous run of rows. */
+static void run_cost_range(const moe_kernels *k, const moe_mm *mm, int n, int64_t c0, int64_t c1) {
+    int64_t base = 0; /* cost of the products before p */
+    for (int p = 0; p < n && base < c1; p++) {
+        if (mm[p].n <= 0 || use_blas(k, &mm[p])) continue;
+        const int64_t rows = mm[p].w->rows, pu = (rows + ROWS_PER_UNIT - 1) / ROWS_PER_UNIT;
+        const int64_t w = unit_cost(&mm[p]);
+        const int64_t a = ceil_div(c0 - base, w), b0 = ceil_div(c1 - base, w), b = b0 < pu ? b0 : pu;
+        if (a < b) {
+            const int64_t r1 = b * ROWS_PER_UNIT < rows ? b * ROWS_PER_UNIT : rows;
+            k->mm[mm[p].w->dtype](&mm[p], a * ROWS_PER_UNIT, r1);
+        }
+        base += pu * w;
+    }
+}
+
+/* A thread's share is cut into this many chunks of equal cost: it runs
+ * them front to back, and a thread that is done takes chunks from the back
+ * of the others' shares. */
+#define CHUNKS_PER_SHARE 16
+#define MAX_SHARES 256
+
+/* The chunks of one share not yet taken: [front, back), packed in one word
+ * so that the owner (front) and a thief (back) can claim them with one CAS. */
+typedef struct {
+    _Atomic uint64_t span;
+    char pad[64 - sizeof(uint64_t)]; /* one cache line per share */
+} share_chunks;
+
+static int take_chunk(share_chunks *s, int from_back) {
+    uint64_t v = atomic_load_explicit(&s->span, memory_order_relaxed);
+    for (;;) {
+        const uint32_t front = (uint32_t)(v >> 32), back = (uint32_t)v;
+        if (front >= back) return -1;
+        const uint64_t next = from_back ? v - 1 : v + ((uint64_t)1 << 32);
+        if (atomic_compare_exchange_weak_explicit(&s->span, &v, next, memory_order_relaxed, memory_order_relaxed))
+            return (int)(from_back ? back - 1 : front);
+    }
+}
+
 void moe_matmul_run(const moe_kernels *k, const moe_mm *mm, int n) {
     int64_t units = 0, cost = 0;
     for (int p = 0; p < n; p++) {
@@ -117,29 +160,49 @@ void moe_matmul_run(const moe_kernels *k, const moe_mm *mm, int n) {
         cost += pu * unit_cost(&mm[p]);
     }
     if (!units) return;
-    /* Each thread takes one contiguous run of the units of all products
-     * together, of equal cost: thread t the units that start in
-     * [cost * t / nt, cost * (t + 1) / nt). Handing out single units in turn
-     * (dynamic scheduling) made each thread's reads jump every 36 KB, and
-     * two threads then streamed no faster than one: 31 against 51 GB/s in
-     * moe-bench-kernels -j 2. */
-    #pragma omp parallel if (units > 1)
+    /* Each thread owns one contiguous run of the units of all products
+     * together, of equal cost (thread t: cost offsets [cost t / nt,
+     * cost (t + 1) / nt)), so it streams long runs of weights: handing out
+     * single units in turn made each thread's reads jump every 36 KB, and two
+     * threads then streamed no faster than one (31 against 51 GB/s in
+     * moe-bench-kernels -j 2). Equal cost is not equal time when cores run
+     * at different speeds (one of this shared host's two cores runs the q4
+     * kernel 20 % slower), so a thread that finishes early takes chunks from
+     * the back of the others' runs. */
+    share_chunks shares[MAX_SHARES];
+    const int nt_max = units > 1 ? omp_get_max_threads() : 1;
+    const int nt = nt_max < MAX_SHARES ? nt_max : MAX_SHARES;
+    for (int t = 0; t < nt; t++) atomic_init(&shares[t].span, CHUNKS_PER_SHARE);
+    #pragma omp parallel num_threads(nt) if (nt > 1)
     {
-        const int nt = omp_get_num_threads(), t = omp_get_thread_num();
-        const int64_t c0 = cost * t / nt, c1 = cost * (t + 1) / nt;
-        int64_t base = 0;  /* cost of the products before p */
-        for (int p = 0; p < n && base < c1; p++) {
-            if (mm[p].n <= 0 || use_blas(k, &mm[p])) continue;
-            const int64_t rows = mm[p].w->rows, pu = (rows + ROWS_PER_UNIT - 1) / ROWS_PER_UNIT;
-            const int64_t w = unit_cost(&mm[p]);
-            const int64_t a = ceil_div(c0 - base, w), b0 = ceil_div(c1 - base, w), b = b0 < pu ? b0 : pu;
-            if (a < b) {
-                const int64_t r1 = b * ROWS_PER_UNIT < rows ? b * ROWS_PER_UNIT : rows;
-                k->mm[mm[p].w->dtype](&mm[p], a * ROWS_PER_UNIT, r1);
-            }
-            base += pu * w;
+        const int team = omp_get_num_threads(), me = omp_get_thread_num();
+        for (int i = 0; i < team; i++) {
+            const int owner = (me + i) % team;
+            const int64_t s0 = cost * owner / team, s1 = cost * (owner + 1) / team;
+            int c;
+            while ((c = take_chunk(&shares[owner], owner != me)) >= 0)
+                run_cost_range(k, mm, n, s0 + (s1 - s0) * c / CHUNKS_PER_SHARE, s0 + (s1 - s0) * (c + 1) / CHUNKS_PER_SHARE);
         }
     }
+}
+
+int moe_act_alloc(moe_act *a, const float *x, size_t rows, int64_t cols) {
+    *a = (moe_act){.x = x, .cols = cols, .nb = (cols + MOE_QK - 1) / MOE_QK};
+    a->q = calloc(rows * (size_t)a->nb, MOE_QK);
+    a->d = calloc(rows * (size_t)a->nb, sizeof(float));
+    a->q4_base = calloc(rows * (size_t)a->nb, sizeof(int32_t));
+    if (a->q && a->d && a->q4_base) return 0;
+    moe_act_free(a);
+    return -1;
+}
+
+void moe_act_free(moe_act *a) {
+    free(a->q);
+    free(a->d);
+    free(a->q4_base);
+    a->q = NULL;
+    a->d = NULL;
+    a->q4_base = NULL;
 }
 
 void moe_act_quantize(const moe_kernels *k, moe_act *a) {

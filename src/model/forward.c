@@ -83,27 +83,13 @@ struct moe_ctx {
     float *logits;              /* n_vocab, the last token's logits */
 };
 
-static int act_alloc(moe_act *a, float *x, size_t rows, int64_t cols) {
-    *a = (moe_act){.x = x, .cols = cols, .nb = (cols + MOE_QK - 1) / MOE_QK};
-    a->q = malloc(rows * (size_t)a->nb * MOE_QK);
-    a->d = malloc(rows * (size_t)a->nb * sizeof(float));
-    a->s = malloc(rows * (size_t)a->nb * sizeof(float));
-    return a->q && a->d && a->s ? 0 : -1;
-}
-
-static void act_free(moe_act *a) {
-    free(a->q);
-    free(a->d);
-    free(a->s);
-}
-
 /* Rows [r0, r0 + n) of a, as an activation of its own. */
 static moe_act act_view(const moe_act *a, int64_t r0, int n) {
     moe_act v = *a;
     v.x += r0 * a->cols;
     v.q += r0 * a->nb * MOE_QK;
     v.d += r0 * a->nb;
-    v.s += r0 * a->nb;
+    v.q4_base += r0 * a->nb;
     v.n = n;
     return v;
 }
@@ -217,12 +203,12 @@ moe_ctx *moe_ctx_new(const moe_model *m, moe_ctx_params p, moe_error *err) {
         ALLOC(c->lat_out, H * B * R);
         ALLOC(c->act_head, H);
         ALLOC(c->head_w, H);
-        ok &= !act_alloc(&c->act_q_a, c->q_a, B, (int64_t)qa) & !act_alloc(&c->act_q_nope, c->q_nope, H * B, (int64_t)nope) &
-              !act_alloc(&c->act_lat, c->lat_out, H * B, (int64_t)R);
+        ok &= !moe_act_alloc(&c->act_q_a, c->q_a, B, (int64_t)qa) & !moe_act_alloc(&c->act_q_nope, c->q_nope, H * B, (int64_t)nope) &
+              !moe_act_alloc(&c->act_lat, c->lat_out, H * B, (int64_t)R);
     }
 #undef ALLOC
-    ok &= !act_alloc(&c->act_xn, c->xn, B, hp->n_embd) & !act_alloc(&c->act_att, c->att, B, (int64_t)att) &
-          !act_alloc(&c->act_h, c->h_gate, slots, (int64_t)eff) & !act_alloc(&c->act_hs, c->hs_gate, B, (int64_t)sff);
+    ok &= !moe_act_alloc(&c->act_xn, c->xn, B, hp->n_embd) & !moe_act_alloc(&c->act_att, c->att, B, (int64_t)att) &
+          !moe_act_alloc(&c->act_h, c->h_gate, slots, (int64_t)eff) & !moe_act_alloc(&c->act_hs, c->hs_gate, B, (int64_t)sff);
     if (!ok) {
         moe_fail(err, "out of memory for a context of %d positions (KV cache %zu MiB)", c->n_ctx,
                  2 * cache * sizeof(float) >> 20);
@@ -240,13 +226,13 @@ void moe_ctx_free(moe_ctx *c) {
                     c->groups.start, c->groups.token, c->groups.weight, c->act_h_expert, c->expert_w, c->mm, c->scores, c->kt,
                     c->route_scratch, c->pf_scores, c->pf_sel, c->logits, c->q_a, c->q_nope, c->q_lat, c->lat_out, c->act_head, c->head_w};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) free(bufs[i]);
-    act_free(&c->act_q_a);
-    act_free(&c->act_q_nope);
-    act_free(&c->act_lat);
-    act_free(&c->act_xn);
-    act_free(&c->act_att);
-    act_free(&c->act_h);
-    act_free(&c->act_hs);
+    moe_act_free(&c->act_q_a);
+    moe_act_free(&c->act_q_nope);
+    moe_act_free(&c->act_lat);
+    moe_act_free(&c->act_xn);
+    moe_act_free(&c->act_att);
+    moe_act_free(&c->act_h);
+    moe_act_free(&c->act_hs);
     moe_expert_cache_free(c->cache);
     free(c);
 }
