@@ -83,6 +83,8 @@ typedef struct moe_kernels {
      * for p < n rounded up to the block, each product d long. */
     void (*scores_kt)(float *s, int64_t lds, const float *q, int64_t ldq, int nq, const float *kt, int n, int d,
                       float scale);
+    /* gate[i] = silu(gate[i]) * up[i], i < n (moe_swiglu is the reference) */
+    void (*swiglu)(float *gate_inout, const float *up, int64_t n);
 } moe_kernels;
 
 /* Keys transposed for scores_kt: blocks of MOE_KT_BLOCK keys, each block d

@@ -292,6 +292,38 @@ static void quantize_act(moe_act *a, int t0, int t1) {
     }
 }
 
+/* e^x for x in [-87, 88] (callers clamp): 2^n e^r with n = round(x log2 e),
+ * r = x - n ln 2 in two steps (Cody-Waite), e^r by its Taylor series to r^6
+ * (|r| <= ln 2 / 2: error below 2e-7), 2^n built in the exponent field. */
+static inline __m256 exp_clamped(__m256 x) {
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145752f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.42860677e-6f), r);
+    __m256 p = _mm256_set1_ps(1.0f / 720);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+/* silu(g) u = g u / (1 + e^-g). e^-g is clamped to [e^-88, e^87]: beyond
+ * that silu(g) is g or 0 to float precision. NaN stays NaN (max and min
+ * return their second operand when one is NaN). */
+static void swiglu(float *gate, const float *up, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 g = _mm256_loadu_ps(gate + i);
+        const __m256 m = _mm256_min_ps(_mm256_set1_ps(87.0f), _mm256_max_ps(_mm256_set1_ps(-88.0f), _mm256_sub_ps(_mm256_setzero_ps(), g)));
+        const __m256 den = _mm256_add_ps(_mm256_set1_ps(1.0f), exp_clamped(m));
+        _mm256_storeu_ps(gate + i, _mm256_div_ps(_mm256_mul_ps(g, _mm256_loadu_ps(up + i)), den));
+    }
+    if (i < n) moe_swiglu(gate + i, up + i, n - i);
+}
+
 const moe_kernels moe_kernels_avx2 = {
     .isa = "avx2",
     .mm = {[MOE_F32] = mm_f32, [MOE_F16] = mm_f16, [MOE_BF16] = mm_bf16, [MOE_Q8] = mm_q8, [MOE_Q4] = mm_q4},
@@ -300,4 +332,5 @@ const moe_kernels moe_kernels_avx2 = {
     .dots = dots,
     .wsum = wsum,
     .scores_kt = scores_kt,
+    .swiglu = swiglu,
 };

@@ -273,4 +273,5 @@ const moe_kernels moe_kernels_neon = {
     .dots = dots,
     .wsum = wsum,
     .scores_kt = scores_kt,
+    .swiglu = moe_swiglu,
 };

@@ -133,4 +133,5 @@ const moe_kernels moe_kernels_scalar = {
     .dots = dots,
     .wsum = wsum,
     .scores_kt = scores_kt,
+    .swiglu = moe_swiglu,
 };

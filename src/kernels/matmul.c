@@ -30,10 +30,15 @@
  * bench/README.md). Below it our kernels win: no packing, and no second
  * thread pool to wake. */
 #define BLAS_MIN_TOKENS 32
+/* ... and from this many rows: a router's few rows are not worth it, and
+ * after each call OpenBLAS's own threads spin (sched_yield) on the cores our
+ * threads need next: 2-3 % of a q4 OLMoE prefill went there. */
+#define BLAS_MIN_ROWS 256
 
 static int use_blas(const moe_kernels *k, const moe_mm *mm) {
 #ifdef MOE_HAVE_BLAS
-    return k != &moe_kernels_scalar && mm->w->dtype == MOE_F32 && !mm->idx && mm->n >= BLAS_MIN_TOKENS;
+    return k != &moe_kernels_scalar && mm->w->dtype == MOE_F32 && !mm->idx && mm->n >= BLAS_MIN_TOKENS &&
+           mm->w->rows >= BLAS_MIN_ROWS;
 #else
     (void)k; (void)mm;
     return 0;

@@ -512,9 +512,9 @@ static void attention_mla(moe_ctx *c, int layer, int n_tok) {
 
 /* gate = silu(gate) * up on rows rows of width values; prefill's rows are
  * split over the threads. */
-static void swiglu_rows(float *gate, const float *up, int rows, int64_t width) {
+static void swiglu_rows(const moe_ctx *c, float *gate, const float *up, int rows, int64_t width) {
     #pragma omp parallel for schedule(static) if (rows * width >= MOE_PARALLEL_MIN_VALUES)
-    for (int r = 0; r < rows; r++) moe_swiglu(gate + (size_t)r * width, up + (size_t)r * width, width);
+    for (int r = 0; r < rows; r++) c->kern->swiglu(gate + (size_t)r * width, up + (size_t)r * width, width);
 }
 
 /* The dense FFN, or the shared expert, on all n_tok rows of xn into y. */
@@ -525,7 +525,7 @@ static void dense_ffn(moe_ctx *c, float *y, const moe_weight *gate, const moe_we
     const moe_mm gu[2] = {product(c->hs_gate, f, gate, &c->act_xn, NULL, n_tok),
                           product(c->hs_up, f, up, &c->act_xn, NULL, n_tok)};
     moe_matmul_run(c->kern, gu, 2);
-    swiglu_rows(c->hs_gate, c->hs_up, n_tok, f);
+    swiglu_rows(c, c->hs_gate, c->hs_up, n_tok, f);
     c->act_hs.cols = f;
     c->act_hs.nb = (f + MOE_QK - 1) / MOE_QK;
     act_ready(c, &c->act_hs, n_tok, down);
@@ -585,7 +585,7 @@ static void moe_ffn(moe_ctx *c, int layer, int n_tok) {
     prefetch_next(c, layer, n_tok); /* after this layer's experts are acquired (so pinned) */
     moe_matmul_run(c->kern, c->mm, n_mm);
     const int slots = n_tok * k;
-    swiglu_rows(c->h_gate, c->h_up, slots, F);
+    swiglu_rows(c, c->h_gate, c->h_up, slots, F);
 
     /* down of every chosen expert in one call */
     c->act_h.n = slots;

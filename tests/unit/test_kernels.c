@@ -156,15 +156,16 @@ static void test_shape(const moe_kernels *simd, moe_dtype dt, int64_t rows, int6
 /* A large f32 product with contiguous activations (the BLAS path, when the
  * library has it) against the scalar kernel. */
 static void test_contiguous_f32(const moe_kernels *k, unsigned *seed) {
-    fixture f = make(MOE_F32, 67, 129, 100, (*seed)++);
+    enum { ROWS = 267 }; /* above BLAS_MIN_ROWS */
+    fixture f = make(MOE_F32, ROWS, 129, 100, (*seed)++);
     moe_act a = act_new(&f);
-    float *y = malloc(100 * 67 * 4), *z = malloc(100 * 67 * 4);
-    moe_mm mm = {y, 67, &f.w, &a, NULL, 100};
+    float *y = malloc(100 * ROWS * 4), *z = malloc(100 * ROWS * 4);
+    moe_mm mm = {y, ROWS, &f.w, &a, NULL, 100};
     moe_matmul_run(&moe_kernels_scalar, &mm, 1);
     mm.y = z;
     moe_matmul_run(k, &mm, 1);
     int bad = 0;
-    for (int i = 0; i < 100 * 67; i++) bad += !(fabsf(z[i] - y[i]) < 1e-4f);
+    for (int i = 0; i < 100 * ROWS; i++) bad += !(fabsf(z[i] - y[i]) < 1e-4f);
     CHECK(bad == 0, "%s f32 100-token product (BLAS path): %d outputs differ from scalar", k->isa, bad);
     free(y);
     free(z);
@@ -221,6 +222,25 @@ static void test_split(const moe_kernels *k, unsigned *seed) {
 /* attention's dot, dots and wsum against double precision: lengths 0..69
  * and 128..200 (around every vector width and register tile), 0 to 37
  * positions, rows of keys and values further apart than their length. */
+/* swiglu against the scalar reference (expf), at every tail length and at
+ * gates far out in both tails, where silu is g or 0 */
+static void test_swiglu(const moe_kernels *k, unsigned *seed) {
+    enum { N = 83 };
+    float g[N], u[N], want[N];
+    for (int n = 1; n <= N; n += n < 40 ? 1 : 21) {
+        for (int i = 0; i < n; i++) {
+            g[i] = i % 11 == 5 ? (i % 2 ? 120.0f : -120.0f) : 40 * (rnd(seed) - 0.5f);
+            u[i] = 4 * (rnd(seed) - 0.5f);
+        }
+        memcpy(want, g, sizeof g);
+        moe_swiglu(want, u, n);
+        k->swiglu(g, u, n);
+        int bad = 0;
+        for (int i = 0; i < n; i++) bad += !(fabs(g[i] - want[i]) <= 1e-6 * fabs(want[i]) + 1e-30);
+        CHECK(bad == 0, "%s swiglu n=%d: %d values differ from scalar", k->isa, n, bad);
+    }
+}
+
 static void test_attention_ops(const moe_kernels *k, unsigned *seed) {
     enum { MAXD = 200, MAXP = 37, LD = MAXD + 3 };
     static float q[MAXD], kv[MAXP * LD], s[MAXP], o[MAXD + 1];
@@ -343,6 +363,7 @@ int main(void) {
         if (simd[i]) {
             test_attention_ops(simd[i], &seed);
             test_scores_kt(simd[i], &seed);
+            test_swiglu(simd[i], &seed);
         }
 
     float x[5] = {1, -2, 3, 0.5f, -0.25f}, wt[5] = {1, 0.5f, 2, 1, -1}, o[5];
