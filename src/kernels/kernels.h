@@ -83,6 +83,10 @@ typedef struct moe_kernels {
      * for p < n rounded up to the block, each product d long. */
     void (*scores_kt)(float *s, int64_t lds, const float *q, int64_t ldq, int nq, const float *kt, int n, int d,
                       float scale);
+    /* wsum of nq (1..4) queries over the same values, V read once for all:
+     * o + i ldo = scale[i] sum_p s[i lds + p] v_p. NULL: wsum per query. */
+    void (*wsum_tile)(float *o, int64_t ldo, const float *s, int64_t lds, const float *scale, int nq, const float *v,
+                      int n, int64_t ldv, int d);
     /* gate[i] = silu(gate[i]) * up[i], i < n (moe_swiglu is the reference) */
     void (*swiglu)(float *gate_inout, const float *up, int64_t n);
 } moe_kernels;

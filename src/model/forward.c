@@ -367,13 +367,24 @@ static void attend_batch(moe_ctx *c, const attn_layout *a, int n_tok) {
                 float *s = c->scores + (size_t)omp_get_thread_num() * QUERY_TILE * c->ld_scores;
                 c->kern->scores_kt(s, c->ld_scores, a->q + t0 * a->ldq_t + h * a->ldq_h, a->ldq_t, nq, c->kt,
                                    c->pos + t0 + nq, dk, c->attn_scale);
+                /* query i sees n_pos(i) = pos + t0 + i + 1 positions; zero weights
+                 * beyond them let the tile's queries share one pass over V */
+                const int n_last = c->pos + t0 + nq;
+                float inv_sum[QUERY_TILE];
                 for (int i = 0; i < nq; i++) {
                     float *si = s + (size_t)i * c->ld_scores;
                     const int n_pos = c->pos + t0 + i + 1;
-                    const float inv_sum = softmax_unnormalized(si, n_pos);
-                    c->kern->wsum(a->out + (t0 + i) * a->ldo_t + h * a->ldo_h, si, inv_sum, a->v + kvh * a->kv_off,
-                                  n_pos, a->ldv, a->d_v);
+                    inv_sum[i] = softmax_unnormalized(si, n_pos);
+                    for (int p = n_pos; p < n_last; p++) si[p] = 0.0f;
                 }
+                float *o = a->out + t0 * a->ldo_t + h * a->ldo_h;
+                const float *v = a->v + kvh * a->kv_off;
+                if (c->kern->wsum_tile)
+                    c->kern->wsum_tile(o, a->ldo_t, s, c->ld_scores, inv_sum, nq, v, n_last, a->ldv, a->d_v);
+                else
+                    for (int i = 0; i < nq; i++)
+                        c->kern->wsum(o + i * a->ldo_t, s + (size_t)i * c->ld_scores, inv_sum[i], v, n_last, a->ldv,
+                                      a->d_v);
             }
         }
     }

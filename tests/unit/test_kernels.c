@@ -283,6 +283,41 @@ static void test_attention_ops(const moe_kernels *k, unsigned *seed) {
     }
 }
 
+/* wsum_tile (where an ISA has it) against double precision: 1-4 queries,
+ * widths around the 64-column step and the vector width, output rows
+ * further apart than d, nothing written past each row's d values. */
+static void test_wsum_tile(const moe_kernels *k, unsigned *seed) {
+    if (!k->wsum_tile) return;
+    enum { MAXN = 37, MAXD = 200, LDV = MAXD + 3, LDS = MAXN + 5, LDO = MAXD + 9 };
+    static float v[MAXN * LDV], s[4 * LDS], o[4 * LDO];
+    const int ds[] = {1, 15, 16, 33, 64, 65, 128, 200}, ns[] = {1, 16, 17, MAXN};
+    const float scale[4] = {0.5f, 0.25f, 2.0f, 1.0f};
+    for (int i = 0; i < MAXN * LDV; i++) v[i] = rnd(seed);
+    for (int i = 0; i < 4 * LDS; i++) s[i] = rnd(seed);
+    for (size_t di = 0; di < sizeof ds / sizeof *ds; di++)
+        for (size_t ni = 0; ni < sizeof ns / sizeof *ns; ni++)
+            for (int nq = 1; nq <= 4; nq++) {
+                const int d = ds[di], n = ns[ni];
+                for (int i = 0; i < 4 * LDO; i++) o[i] = 42.0f;
+                k->wsum_tile(o, LDO, s, LDS, scale, nq, v, n, LDV, d);
+                int bad = 0;
+                for (int q = 0; q < 4; q++)
+                    for (int i = 0; i < LDO; i++) {
+                        if (q >= nq || i >= d) {
+                            bad += o[q * LDO + i] != 42.0f;
+                            continue;
+                        }
+                        double r = 0, m = 0;
+                        for (int p = 0; p < n; p++) {
+                            r += (double)s[q * LDS + p] * v[p * LDV + i];
+                            m += fabs((double)s[q * LDS + p] * v[p * LDV + i]);
+                        }
+                        bad += !(fabs(o[q * LDO + i] - scale[q] * r) <= 1e-6 * (m + 1e-6) * 2);
+                    }
+                CHECK(bad == 0, "%s wsum_tile d=%d n=%d nq=%d: %d wrong (or written outside)", k->isa, d, n, nq, bad);
+            }
+}
+
 /* prefill's scores over transposed keys: 1-4 queries, key counts that end
  * inside a block, rows of scores further apart than the keys. */
 static void test_scores_kt(const moe_kernels *k, unsigned *seed) {
@@ -364,6 +399,7 @@ int main(void) {
             test_attention_ops(simd[i], &seed);
             test_scores_kt(simd[i], &seed);
             test_swiglu(simd[i], &seed);
+            test_wsum_tile(simd[i], &seed);
         }
 
     float x[5] = {1, -2, 3, 0.5f, -0.25f}, wt[5] = {1, 0.5f, 2, 1, -1}, o[5];
