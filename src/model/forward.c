@@ -422,6 +422,7 @@ static void attention(moe_ctx *c, int layer, int n_tok) {
     }
     float *kc = c->k_cache + (size_t)layer * c->n_ctx * kvd;
     float *vc = c->v_cache + (size_t)layer * c->n_ctx * kvd;
+    #pragma omp parallel for schedule(static) if (n_tok > 1)
     for (int t = 0; t < n_tok; t++) {
         rope(c, c->q + t * qd, hp->n_heads, hd, pos0 + t);
         rope(c, c->k + t * kvd, hp->n_kv_heads, hd, pos0 + t);
@@ -494,6 +495,7 @@ static void attention_mla(moe_ctx *c, int layer, int n_tok) {
         moe_matmul_run(c->kern, &qb, 1);
     }
     float *cache = c->k_cache + (size_t)layer * c->n_ctx * kvd;
+    #pragma omp parallel for schedule(static) if (n_tok > 1)
     for (int t = 0; t < n_tok; t++) {
         float *kv = c->k + (size_t)t * kvd, *q = c->q + (size_t)t * qd;
         moe_rmsnorm(kv, kv, L->w[LT_KV_A_NORM].data, R, hp->rms_eps);
