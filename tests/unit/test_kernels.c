@@ -1,6 +1,6 @@
 /*
  * test_kernels.c — every kernel of every ISA this CPU runs, on shapes that
- * are not multiples of any block, group or vector width (1-7, 13, 17, 31 and 512
+ * are not multiples of any block, group or vector width (1-7, 13, 17, 31, 53, 300 and 512
  * tokens; odd row and column counts), and through a token index:
  *   - the scalar kernels against a double-precision sum of the decoded
  *     weights times the decoded activations;
@@ -57,7 +57,7 @@ static fixture make(moe_dtype dt, int64_t rows, int64_t cols, int n, unsigned se
         for (int64_t i = 0; i < rows * cols && dt == MOE_F32; i++) same &= f.wf[i] == src[i];
         CHECK(same, "f32 round trip");
     } else {
-        /* q8: every value is within half a step (max|x| / 127, plus the f16 scale's rounding).
+        /* q8: every value is within half a step (max|x| / 127), plus the f16 scale's rounding.
          * q4: the scale search never does worse, per block, than the plain rule that maps the
          * value of largest magnitude to -8 and rounds the rest. */
         double worst = 0;
@@ -72,7 +72,10 @@ static fixture make(moe_dtype dt, int64_t rows, int64_t cols, int n, unsigned se
                 double err = 0, naive = 0;
                 for (int64_t c = b; c < e; c++) {
                     const double v = src[r * cols + c], got = f.wf[r * cols + c];
-                    worst = fmax(worst, fabs(got - v) / (amax / 127.0 + 1e-30));
+                    /* half a step, plus what the scale loses to f16 (much, relatively,
+                     * where a tiny block's scale is an f16 subnormal) times the 127 steps */
+                    const double step = amax / 127.0, step16 = moe_f16_to_f32(moe_f32_to_f16((float)step));
+                    worst = fmax(worst, fabs(got - v) / (0.5 * fmax(step, step16) + 127 * fabs(step16 - step) + 1e-30));
                     double q = dn != 0 ? rint(v / dn) : 0;
                     q = q < -8 ? -8 : q > 7 ? 7 : q;
                     err += (got - v) * (got - v);
@@ -80,7 +83,8 @@ static fixture make(moe_dtype dt, int64_t rows, int64_t cols, int n, unsigned se
                 }
                 worse_blocks += err > naive * (1 + 1e-6) + 1e-12;
             }
-        if (dt == MOE_Q8) CHECK(worst <= 0.5 + 1e-2, "q8 error %.3f steps (rows=%lld cols=%lld)", worst, (long long)rows, (long long)cols);
+        if (dt == MOE_Q8)
+            CHECK(worst <= 1 + 1e-2, "q8 error %.3f x its bound (rows=%lld cols=%lld)", worst, (long long)rows, (long long)cols);
         else CHECK(worse_blocks == 0, "q4: %d blocks worse than the plain rule (rows=%lld cols=%lld)", worse_blocks,
                    (long long)rows, (long long)cols);
     }
@@ -371,7 +375,7 @@ int main(void) {
     }
     const int64_t rows[] = {1, 5, 37, 64};
     const int64_t cols[] = {1, 31, 33, 64, 257, 300};
-    const int toks[] = {1, 2, 3, 5, 6, 7, 13, 17, 31};
+    const int toks[] = {1, 2, 3, 5, 6, 7, 13, 17, 31, 53};
     unsigned seed = 1;
     /* s = 0: the scalar kernels alone; s >= 1: each SIMD ISA against them */
     for (int s = 0; s <= N_SIMD; s++)
@@ -382,7 +386,10 @@ int main(void) {
                         if (s == 0 || simd[s - 1]) test_shape(s ? simd[s - 1] : NULL, (moe_dtype)d, rows[r], cols[c], toks[t], seed++);
     for (int i = 0; i < N_SIMD; i++)
         for (int d = 0; d < MOE_DTYPE_COUNT; d++)
-            if (simd[i]) test_shape(simd[i], (moe_dtype)d, 41, 96, 512, seed++);
+            if (simd[i]) {
+                test_shape(simd[i], (moe_dtype)d, 41, 96, 512, seed++);
+                test_shape(simd[i], (moe_dtype)d, 37, 70, 300, seed++); /* a partial token chunk */
+            }
 
     /* Large f32 products with contiguous activations go to BLAS (when built with it). */
     if (any_simd) test_contiguous_f32(any_simd, &seed);
