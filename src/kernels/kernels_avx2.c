@@ -8,8 +8,9 @@
  * pairs) and madd (-> i32). q4 (see q4_group) keeps per-lane partial sums
  * scaled per block in float and reduces them once per group; q8 folds the
  * four rows' sums with two hadds per block. q4 weights are stored as
- * n = q + 8 in [0, 15]: sum((n - 8) x) = sum(n x) - 8 sum(x), and sum(x)
- * comes with the activations.
+ * n = q + 8 in [0, 15]: sum((n - 8) x) = sum(n x) - 8 sum(x), so each
+ * integer sum starts from the activations' -8 sum(x) (q4_base). From four
+ * tokens on, q4 runs eight rows at a time, transposed (q4_rows8).
  */
 #include <immintrin.h>
 #include <string.h>
@@ -55,8 +56,8 @@ static inline __m128 fold_rows(__m256 a, __m256 b) {
  * j + 16 in byte j), so masking the low and high nibbles gives columns 0-15
  * and 16-31 of two rows at once; the activations are arranged to match
  * (x[0..15] twice, x[16..31] twice). maddubs and madd leave four partial
- * sums per row, scaled per block in float; the -8 offset is applied once at
- * the end through the activations' block sums. */
+ * sums per row, scaled per block in float, the first of them started from
+ * -8 sum(x). */
 static inline __attribute__((always_inline)) void q4_group(const moe_mm *mm, const uint8_t *grp,
                                                            const int64_t *trow, int T, __m128 *out) {
     const moe_act *a = mm->a;
@@ -64,11 +65,7 @@ static inline __attribute__((always_inline)) void q4_group(const moe_mm *mm, con
     const __m256i ones = _mm256_set1_epi16(1), low4 = _mm256_set1_epi8(15);
     const __m256i pick01 = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1), pick23 = _mm256_setr_epi32(2, 2, 2, 2, 3, 3, 3, 3);
     __m256 acc01[4], acc23[4];
-    __m128 corr[4];
-    for (int t = 0; t < T; t++) {
-        acc01[t] = acc23[t] = _mm256_setzero_ps();
-        corr[t] = _mm_setzero_ps();
-    }
+    for (int t = 0; t < T; t++) acc01[t] = acc23[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = grp + (size_t)b * MOE_Q4_GROUP_BYTES;
         _mm_prefetch((const char *)blk + PREFETCH_AHEAD, _MM_HINT_T0);
@@ -81,17 +78,18 @@ static inline __attribute__((always_inline)) void q4_group(const moe_mm *mm, con
             const int64_t ab = trow[t] * nb + b;
             const __m256i x = _mm256_loadu_si256((const __m256i *)(a->q + ab * MOE_QK));
             const __m256i xlo = _mm256_permute4x64_epi64(x, 0x44), xhi = _mm256_permute4x64_epi64(x, 0xee);
-            const __m256i p01 = _mm256_madd_epi16(
-                _mm256_add_epi16(_mm256_maddubs_epi16(lo01, xlo), _mm256_maddubs_epi16(hi01, xhi)), ones);
-            const __m256i p23 = _mm256_madd_epi16(
-                _mm256_add_epi16(_mm256_maddubs_epi16(lo23, xlo), _mm256_maddubs_epi16(hi23, xhi)), ones);
+            /* -8 sum(x) once per row: in the first of its four lanes */
+            const __m256i base = _mm256_blend_epi32(_mm256_setzero_si256(), _mm256_set1_epi32(a->q4_base[ab]), 0x11);
+            const __m256i p01 = _mm256_add_epi32(_mm256_madd_epi16(
+                _mm256_add_epi16(_mm256_maddubs_epi16(lo01, xlo), _mm256_maddubs_epi16(hi01, xhi)), ones), base);
+            const __m256i p23 = _mm256_add_epi32(_mm256_madd_epi16(
+                _mm256_add_epi16(_mm256_maddubs_epi16(lo23, xlo), _mm256_maddubs_epi16(hi23, xhi)), ones), base);
             const __m256 dwx = _mm256_castps128_ps256(_mm_mul_ps(dw, _mm_broadcast_ss(a->d + ab)));
             acc01[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p01), _mm256_permutevar8x32_ps(dwx, pick01), acc01[t]);
             acc23[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p23), _mm256_permutevar8x32_ps(dwx, pick23), acc23[t]);
-            corr[t] = _mm_fmadd_ps(dw, _mm_set1_ps(a->d[ab] * (float)(a->q4_base[ab] / -8)), corr[t]);
         }
     }
-    for (int t = 0; t < T; t++) out[t] = _mm_fnmadd_ps(_mm_set1_ps(8.0f), corr[t], fold_rows(acc01[t], acc23[t]));
+    for (int t = 0; t < T; t++) out[t] = fold_rows(acc01[t], acc23[t]);
 }
 
 /* q8: one group of four rows times T tokens. Signed by signed through
@@ -123,9 +121,92 @@ static inline __attribute__((always_inline)) void q8_group(const moe_mm *mm, con
     }
 }
 
+/*
+ * q4, prefill: two groups (8 rows) times T tokens, one row per 32-bit lane.
+ * The two group-blocks of a column block are transposed once per tile so
+ * that lane l of register k holds bytes 4k..4k+3 of row l (columns 4k..4k+3
+ * in the low nibbles, 4k+16..4k+19 in the high ones). A token then needs
+ * broadcasts of four of its activations per maddubs, and its eight maddubs
+ * of a block add up in 16 bits without saturating (8 x 2 x 15 x 127 =
+ * 30480): one madd, one conversion and one scaling per 256 products, where
+ * q4_group pays them per 64. The integer sum starts from -8 sum(x).
+ */
+static inline __attribute__((always_inline)) void q4_rows8(const moe_mm *mm, const uint8_t *ga, const uint8_t *gb,
+                                                           const int64_t *trow, int T, __m256 *out) {
+    const moe_act *a = mm->a;
+    const int64_t nb = a->nb;
+    const __m256i low4 = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
+    /* after unpacking rows 0/2 and 1/3: dword k of rows 0-3 to lanes 0-3, k + 1 to lanes 4-7 */
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    __m256 acc[TOK_TILE];
+    #pragma GCC unroll 4
+    for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *ba = ga + (size_t)b * MOE_Q4_GROUP_BYTES, *bb = gb + (size_t)b * MOE_Q4_GROUP_BYTES;
+        _mm_prefetch((const char *)bb + PREFETCH_AHEAD, _MM_HINT_T0);
+        const __m256 dw = _mm256_cvtph_ps(_mm_unpacklo_epi64(_mm_loadl_epi64((const __m128i *)ba), _mm_loadl_epi64((const __m128i *)bb)));
+        __m256i k01[2], k23[2];
+        for (int i = 0; i < 2; i++) {
+            const uint8_t *blk = i ? bb : ba;
+            const __m256i r01 = _mm256_loadu_si256((const __m256i *)(blk + 8)), r23 = _mm256_loadu_si256((const __m256i *)(blk + 40));
+            k01[i] = _mm256_permutevar8x32_epi32(_mm256_unpacklo_epi32(r01, r23), order);
+            k23[i] = _mm256_permutevar8x32_epi32(_mm256_unpackhi_epi32(r01, r23), order);
+        }
+        const __m256i v[4] = {_mm256_permute2x128_si256(k01[0], k01[1], 0x20), _mm256_permute2x128_si256(k01[0], k01[1], 0x31),
+                              _mm256_permute2x128_si256(k23[0], k23[1], 0x20), _mm256_permute2x128_si256(k23[0], k23[1], 0x31)};
+        __m256i lo[4], hi[4];
+        for (int k = 0; k < 4; k++) {
+            lo[k] = _mm256_and_si256(v[k], low4);
+            hi[k] = _mm256_and_si256(_mm256_srli_epi16(v[k], 4), low4);
+        }
+        #pragma GCC unroll 4
+    for (int t = 0; t < T; t++) {
+            const int64_t ab = trow[t] * nb + b;
+            const int8_t *x = a->q + ab * MOE_QK;
+            __m256i s16 = _mm256_setzero_si256();
+            for (int k = 0; k < 4; k++) {
+                s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(lo[k], _mm256_broadcastd_epi32(_mm_loadu_si32(x + 4 * k))));
+                s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(hi[k], _mm256_broadcastd_epi32(_mm_loadu_si32(x + 16 + 4 * k))));
+            }
+            const __m256i p = _mm256_add_epi32(_mm256_madd_epi16(s16, ones), _mm256_set1_epi32(a->q4_base[ab]));
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(dw, _mm256_set1_ps(a->d[ab])), acc[t]);
+        }
+    }
+    #pragma GCC unroll 4
+    for (int t = 0; t < T; t++) out[t] = acc[t];
+}
+
+static inline __attribute__((always_inline)) void rows8_tile(const moe_mm *mm, const uint8_t *ga, const uint8_t *gb,
+                                                             int64_t row0, int j, int T) {
+    int64_t trow[TOK_TILE];
+    __m256 acc[TOK_TILE];
+    #pragma GCC unroll 4
+    for (int t = 0; t < T; t++) trow[t] = mm->idx ? mm->idx[j + t] : j + t;
+    q4_rows8(mm, ga, gb, trow, T, acc);
+    #pragma GCC unroll 4
+    for (int t = 0; t < T; t++) _mm256_storeu_ps(mm->y + (j + t) * mm->ldy + row0, acc[t]);
+}
+
+/* From this many tokens on, q4's 8-row blocks go through q4_rows8. */
+#define ROWS8_MIN_TOKENS 4
+
 static inline __attribute__((always_inline)) void mm_quant(const moe_mm *mm, int64_t r0, int64_t r1, int q4) {
     const size_t gbytes = q4 ? MOE_Q4_GROUP_BYTES : MOE_Q8_GROUP_BYTES;
     for (int64_t g = r0 / 4; g * 4 < r1; g++) {
+        if (q4 && mm->n >= ROWS8_MIN_TOKENS && g * 4 + 8 <= r1) {
+            const uint8_t *ga = (const uint8_t *)mm->w->data + (size_t)g * (size_t)mm->a->nb * gbytes;
+            const uint8_t *gb = ga + (size_t)mm->a->nb * gbytes;
+            int j = 0;
+            for (; j + TOK_TILE <= mm->n; j += TOK_TILE) rows8_tile(mm, ga, gb, g * 4, j, TOK_TILE);
+            switch (mm->n - j) {
+            case 3: rows8_tile(mm, ga, gb, g * 4, j, 3); break;
+            case 2: rows8_tile(mm, ga, gb, g * 4, j, 2); break;
+            case 1: rows8_tile(mm, ga, gb, g * 4, j, 1); break;
+            default: break;
+            }
+            g++;
+            continue;
+        }
         const uint8_t *grp = (const uint8_t *)mm->w->data + (size_t)g * (size_t)mm->a->nb * gbytes;
         int j = 0;
         for (; j + TOK_TILE <= mm->n; j += TOK_TILE) {
@@ -157,32 +238,58 @@ static inline __attribute__((always_inline)) __m256 load8(moe_dtype t, const voi
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
 }
 
-/* Float weights: four rows at a time share each load of the activations. */
+/* Float weights: four rows times TT (1-2) tokens per pass, so each weight
+ * load feeds TT FMAs and each activation load four (with 16 registers, two
+ * tokens is what fits). The row's last cols % 8 values are added in scalar. */
+static inline __attribute__((always_inline)) void float_tile(const moe_mm *mm, moe_dtype t, const void *const row[4],
+                                                             int64_t r, int nr, int j, const int TT) {
+    const int64_t cols = mm->w->cols, cv = cols / 8 * 8, esize = t == MOE_F32 ? 4 : 2;
+    const float *x[2];
+    #pragma GCC unroll 2
+    for (int k = 0; k < TT; k++) x[k] = act_row(mm, j + k);
+    __m256 acc[4][2];
+    #pragma GCC unroll 4
+    for (int i = 0; i < 4; i++)
+        #pragma GCC unroll 2
+        for (int k = 0; k < TT; k++) acc[i][k] = _mm256_setzero_ps();
+    for (int64_t c = 0; c < cv; c += 8) {
+        __m256 xv[2];
+        #pragma GCC unroll 2
+        for (int k = 0; k < TT; k++) xv[k] = _mm256_loadu_ps(x[k] + c);
+        #pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) {
+            const __m256 wv = load8(t, row[i], c);
+            #pragma GCC unroll 2
+            for (int k = 0; k < TT; k++) acc[i][k] = _mm256_fmadd_ps(wv, xv[k], acc[i][k]);
+        }
+    }
+    #pragma GCC unroll 2
+    for (int k = 0; k < TT; k++) {
+        /* all four sums, then the nr rows that exist: constant indices keep acc in registers */
+        float sum[4];
+        #pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) sum[i] = hsum256(acc[i][k]);
+        for (int i = 0; i < nr; i++) {
+            if (cv < cols) {
+                float tail[8];
+                moe_dequantize_rows(t, (const uint8_t *)row[i] + cv * esize, 1, cols - cv, 0, 1, tail);
+                for (int64_t c = cv; c < cols; c++) sum[i] += tail[c - cv] * x[k][c];
+            }
+            mm->y[(j + k) * mm->ldy + r + i] = sum[i];
+        }
+    }
+}
+
 static inline __attribute__((always_inline)) void mm_float(const moe_mm *mm, int64_t r0, int64_t r1, moe_dtype t) {
     const moe_weight *w = mm->w;
-    const int64_t cols = w->cols, esize = t == MOE_F32 ? 4 : 2;
-    const int64_t cv = cols / 8 * 8;
+    const int64_t esize = t == MOE_F32 ? 4 : 2;
     for (int64_t r = r0; r < r1; r += 4) {
         const int nr = r1 - r < 4 ? (int)(r1 - r) : 4;
         const void *row[4];
-        for (int i = 0; i < 4; i++) row[i] = (const uint8_t *)w->data + (size_t)(r + (i < nr ? i : 0)) * cols * esize;
-        for (int j = 0; j < mm->n; j++) {
-            const float *x = act_row(mm, j);
-            __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-            for (int64_t c = 0; c < cv; c += 8) {
-                const __m256 xv = _mm256_loadu_ps(x + c);
-                for (int i = 0; i < 4; i++) acc[i] = _mm256_fmadd_ps(load8(t, row[i], c), xv, acc[i]);
-            }
-            for (int i = 0; i < nr; i++) {
-                float s = hsum256(acc[i]);
-                if (cv < cols) {
-                    float tail[8];
-                    moe_dequantize_rows(t, (const uint8_t *)row[i] + cv * esize, 1, cols - cv, 0, 1, tail);
-                    for (int64_t c = cv; c < cols; c++) s += tail[c - cv] * x[c];
-                }
-                mm->y[j * mm->ldy + r + i] = s;
-            }
-        }
+        for (int i = 0; i < 4; i++) row[i] = (const uint8_t *)w->data + (size_t)(r + (i < nr ? i : 0)) * w->cols * esize;
+        int j = 0;
+        for (; j + 2 <= mm->n; j += 2) float_tile(mm, t, row, r, nr, j, 2);
+        if (j < mm->n) float_tile(mm, t, row, r, nr, j, 1);
     }
 }
 
