@@ -336,6 +336,49 @@ static void wsum(float *o, const float *s, float scale, const float *v, int n, i
     moe_wsum_columns(o, s, scale, v, n, ldv, c, d);
 }
 
+/* NQ queries over 16 columns of V at a time (eight accumulators at most):
+ * each value row's two vectors are loaded once for all queries. The last
+ * d % 8 columns go through wsum per query. */
+static inline __attribute__((always_inline)) void wsum_tile_of(float *o, int64_t ldo, const float *s, int64_t lds,
+                                                               const float *scale, const int NQ, const float *v, int n,
+                                                               int64_t ldv, int d) {
+    int c = 0;
+    while (c + 8 <= d) {
+        const int two = c + 16 <= d; /* a second vector of columns */
+        __m256 acc[4][2];
+        #pragma GCC unroll 4
+        for (int i = 0; i < NQ; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+        for (int p = 0; p < n; p++) {
+            const float *row = v + (size_t)p * (size_t)ldv + c;
+            const __m256 v0 = _mm256_loadu_ps(row), v1 = two ? _mm256_loadu_ps(row + 8) : _mm256_setzero_ps();
+            #pragma GCC unroll 4
+            for (int i = 0; i < NQ; i++) {
+                const __m256 sp = _mm256_broadcast_ss(s + i * lds + p);
+                acc[i][0] = _mm256_fmadd_ps(sp, v0, acc[i][0]);
+                acc[i][1] = _mm256_fmadd_ps(sp, v1, acc[i][1]);
+            }
+        }
+        #pragma GCC unroll 4
+        for (int i = 0; i < NQ; i++) {
+            const __m256 vs = _mm256_set1_ps(scale[i]);
+            _mm256_storeu_ps(o + i * ldo + c, _mm256_mul_ps(acc[i][0], vs));
+            if (two) _mm256_storeu_ps(o + i * ldo + c + 8, _mm256_mul_ps(acc[i][1], vs));
+        }
+        c += two ? 16 : 8;
+    }
+    for (int i = 0; i < NQ; i++) moe_wsum_columns(o + i * ldo, s + i * lds, scale[i], v, n, ldv, c, d);
+}
+
+static void wsum_tile(float *o, int64_t ldo, const float *s, int64_t lds, const float *scale, int nq, const float *v,
+                      int n, int64_t ldv, int d) {
+    switch (nq) {
+    case 4: wsum_tile_of(o, ldo, s, lds, scale, 4, v, n, ldv, d); break;
+    case 3: wsum_tile_of(o, ldo, s, lds, scale, 3, v, n, ldv, d); break;
+    case 2: wsum_tile_of(o, ldo, s, lds, scale, 2, v, n, ldv, d); break;
+    default: wsum_tile_of(o, ldo, s, lds, scale, 1, v, n, ldv, d); break;
+    }
+}
+
 /* Four queries (rows past nq repeat the first and are not stored) times one
  * block of 16 keys (two registers) per step: eight accumulators. */
 static void scores_kt(float *s, int64_t lds, const float *q, int64_t ldq, int nq, const float *kt, int n, int d,
@@ -439,5 +482,6 @@ const moe_kernels moe_kernels_avx2 = {
     .dots = dots,
     .wsum = wsum,
     .scores_kt = scores_kt,
+    .wsum_tile = wsum_tile,
     .swiglu = swiglu,
 };
