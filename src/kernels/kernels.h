@@ -84,7 +84,7 @@ typedef struct moe_kernels {
     void (*scores_kt)(float *s, int64_t lds, const float *q, int64_t ldq, int nq, const float *kt, int n, int d,
                       float scale);
     /* wsum of nq (1..4) queries over the same values, V read once for all:
-     * o + i ldo = scale[i] sum_p s[i lds + p] v_p. NULL: wsum per query. */
+     * o + i ldo = scale[i] sum_p s[i lds + p] v_p. */
     void (*wsum_tile)(float *o, int64_t ldo, const float *s, int64_t lds, const float *scale, int nq, const float *v,
                       int n, int64_t ldv, int d);
     /* gate[i] = silu(gate[i]) * up[i], i < n (moe_swiglu is the reference) */
@@ -126,11 +126,12 @@ void moe_blas_threads(int n);
  * parallel region costs more than it saves there (decode). */
 #define MOE_PARALLEL_MIN_VALUES 32768
 
-/* Quantizes all rows of a, in parallel when they are many. */
 /* Buffers for `rows` activation rows of `cols` columns read from x (a->n is
  * left 0 for the caller to set); -1 when out of memory. */
 int moe_act_alloc(moe_act *a, const float *x, size_t rows, int64_t cols);
 void moe_act_free(moe_act *a);
+
+/* Quantizes all rows of a, in parallel when they are many. */
 void moe_act_quantize(const moe_kernels *k, moe_act *a);
 
 /* Convenience: y = w x for n contiguous rows (a single product). */

@@ -160,7 +160,7 @@ static inline __attribute__((always_inline)) void q4_rows8(const moe_mm *mm, con
             hi[k] = _mm256_and_si256(_mm256_srli_epi16(v[k], 4), low4);
         }
         #pragma GCC unroll 4
-    for (int t = 0; t < T; t++) {
+        for (int t = 0; t < T; t++) {
             const int64_t ab = trow[t] * nb + b;
             const int8_t *x = a->q + ab * MOE_QK;
             __m256i s16 = _mm256_setzero_si256();
@@ -263,6 +263,9 @@ static inline __attribute__((always_inline)) void float_tile(const moe_mm *mm, m
             for (int k = 0; k < TT; k++) acc[i][k] = _mm256_fmadd_ps(wv, xv[k], acc[i][k]);
         }
     }
+    float tail[4][8]; /* each row's last cols % 8 weights, decoded once for all tokens */
+    for (int i = 0; i < nr && cv < cols; i++)
+        moe_dequantize_rows(t, (const uint8_t *)row[i] + cv * esize, 1, cols - cv, 0, 1, tail[i]);
     #pragma GCC unroll 2
     for (int k = 0; k < TT; k++) {
         /* all four sums, then the nr rows that exist: constant indices keep acc in registers */
@@ -270,11 +273,7 @@ static inline __attribute__((always_inline)) void float_tile(const moe_mm *mm, m
         #pragma GCC unroll 4
         for (int i = 0; i < 4; i++) sum[i] = hsum256(acc[i][k]);
         for (int i = 0; i < nr; i++) {
-            if (cv < cols) {
-                float tail[8];
-                moe_dequantize_rows(t, (const uint8_t *)row[i] + cv * esize, 1, cols - cv, 0, 1, tail);
-                for (int64_t c = cv; c < cols; c++) sum[i] += tail[c - cv] * x[k][c];
-            }
+            for (int64_t c = cv; c < cols; c++) sum[i] += tail[i][c - cv] * x[k][c];
             mm->y[(j + k) * mm->ldy + r + i] = sum[i];
         }
     }

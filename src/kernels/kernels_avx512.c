@@ -250,7 +250,7 @@ static inline __attribute__((always_inline)) void rows16_tile(const moe_mm *mm, 
  * in chunks of ROWS16_TOKEN_CHUNK tokens. */
 #define ROWS16_MIN_TOKENS 4
 
-/* Rows 16g..16g+15 times tokens [j, j1). */
+/* Rows 4g..4g+15 (four groups) times tokens [j, j1). */
 static void rows16_tokens(const moe_mm *mm, int64_t g, int j, int j1, int q4) {
     const size_t gstride = (size_t)mm->a->nb * (q4 ? MOE_Q4_GROUP_BYTES : MOE_Q8_GROUP_BYTES);
     const uint8_t *base = (const uint8_t *)mm->w->data + (size_t)g * gstride;
@@ -326,8 +326,10 @@ static inline __attribute__((always_inline)) void mm_quant(const moe_mm *mm, int
     int64_t g = r0 / 4;
     if (mm->n >= ROWS16_MIN_TOKENS) {
         const int64_t g1 = g + (r1 - g * 4) / 16 * 4; /* the 16-row blocks, then single groups */
-        for (int j = 0; j < mm->n; j += ROWS16_TOKEN_CHUNK)
-            for (int64_t b = g; b < g1; b += 4) rows16_tokens(mm, b, j, j + ROWS16_TOKEN_CHUNK < mm->n ? j + ROWS16_TOKEN_CHUNK : mm->n, q4);
+        for (int j = 0; j < mm->n; j += ROWS16_TOKEN_CHUNK) {
+            const int j1 = j + ROWS16_TOKEN_CHUNK < mm->n ? j + ROWS16_TOKEN_CHUNK : mm->n;
+            for (int64_t g16 = g; g16 < g1; g16 += 4) rows16_tokens(mm, g16, j, j1, q4);
+        }
         g = g1;
     }
     for (; g * 4 < r1; g++) {

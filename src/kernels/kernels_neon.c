@@ -265,6 +265,12 @@ static void quantize_act(moe_act *a, int t0, int t1) {
     }
 }
 
+/* wsum per query (V re-read for each; not measured on NEON hardware). */
+static void wsum_tile(float *o, int64_t ldo, const float *s, int64_t lds, const float *scale, int nq, const float *v,
+                      int n, int64_t ldv, int d) {
+    for (int i = 0; i < nq; i++) wsum(o + i * ldo, s + i * lds, scale[i], v, n, ldv, d);
+}
+
 const moe_kernels moe_kernels_neon = {
     .isa = "neon",
     .mm = {[MOE_F32] = mm_f32, [MOE_F16] = mm_f16, [MOE_BF16] = mm_bf16, [MOE_Q8] = mm_q8, [MOE_Q4] = mm_q4},
@@ -272,6 +278,7 @@ const moe_kernels moe_kernels_neon = {
     .dot = dot,
     .dots = dots,
     .wsum = wsum,
+    .wsum_tile = wsum_tile,
     .scores_kt = scores_kt,
     .swiglu = moe_swiglu,
 };

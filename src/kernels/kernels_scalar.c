@@ -125,6 +125,12 @@ static void quantize_act(moe_act *a, int t0, int t1) {
     }
 }
 
+/* The reference: wsum per query. */
+static void wsum_tile(float *o, int64_t ldo, const float *s, int64_t lds, const float *scale, int nq, const float *v,
+                      int n, int64_t ldv, int d) {
+    for (int i = 0; i < nq; i++) wsum(o + i * ldo, s + i * lds, scale[i], v, n, ldv, d);
+}
+
 const moe_kernels moe_kernels_scalar = {
     .isa = "scalar",
     .mm = {[MOE_F32] = mm_f32, [MOE_F16] = mm_half, [MOE_BF16] = mm_half, [MOE_Q8] = mm_quant, [MOE_Q4] = mm_quant},
@@ -132,6 +138,7 @@ const moe_kernels moe_kernels_scalar = {
     .dot = dot,
     .dots = dots,
     .wsum = wsum,
+    .wsum_tile = wsum_tile,
     .scores_kt = scores_kt,
     .swiglu = moe_swiglu,
 };

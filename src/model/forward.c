@@ -379,12 +379,7 @@ static void attend_batch(moe_ctx *c, const attn_layout *a, int n_tok) {
                 }
                 float *o = a->out + t0 * a->ldo_t + h * a->ldo_h;
                 const float *v = a->v + kvh * a->kv_off;
-                if (c->kern->wsum_tile)
-                    c->kern->wsum_tile(o, a->ldo_t, s, c->ld_scores, inv_sum, nq, v, n_last, a->ldv, a->d_v);
-                else
-                    for (int i = 0; i < nq; i++)
-                        c->kern->wsum(o + i * a->ldo_t, s + (size_t)i * c->ld_scores, inv_sum[i], v, n_last, a->ldv,
-                                      a->d_v);
+                c->kern->wsum_tile(o, a->ldo_t, s, c->ld_scores, inv_sum, nq, v, n_last, a->ldv, a->d_v);
             }
         }
     }

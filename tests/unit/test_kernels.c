@@ -287,11 +287,10 @@ static void test_attention_ops(const moe_kernels *k, unsigned *seed) {
     }
 }
 
-/* wsum_tile (where an ISA has it) against double precision: 1-4 queries,
+/* wsum_tile against double precision: 1-4 queries,
  * widths around the 64-column step and the vector width, output rows
  * further apart than d, nothing written past each row's d values. */
 static void test_wsum_tile(const moe_kernels *k, unsigned *seed) {
-    if (!k->wsum_tile) return;
     enum { MAXN = 37, MAXD = 200, LDV = MAXD + 3, LDS = MAXN + 5, LDO = MAXD + 9 };
     static float v[MAXN * LDV], s[4 * LDS], o[4 * LDO];
     const int ds[] = {1, 15, 16, 33, 64, 65, 128, 200}, ns[] = {1, 16, 17, MAXN};
