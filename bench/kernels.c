@@ -2,14 +2,15 @@
  * moe-bench-kernels — the matrix-product kernels alone, on one thread.
  *
  *   moe-bench-kernels [-r ROWS] [-c COLS] [-s SECONDS | -i ITERATIONS] [-t TYPE]
- *                     [-j THREADS] [-e PRODUCTS]
+ *                     [-j THREADS] [-e PRODUCTS] [-n TOKENS] [-w COPIES]
  *
  * For each ISA this CPU runs and each quantized/float weight type: a
  * ROWS x COLS weight (default 1024 x 2048, an OLMoE expert's gate) times 1
- * token (decode: reported as GB/s of weights streamed) and times 64 tokens
- * (prefill: GOPS, 2 x rows x cols x tokens per second). The weight is
- * cycled through 64 copies (~40-150 MB) so decode reads from memory, as it
- * does in a model, not from cache. Run it pinned to one core (taskset -c 0)
+ * token (decode: reported as GB/s of weights streamed) and times TOKENS
+ * tokens (default 64; prefill: GOPS, 2 x rows x cols x tokens per second).
+ * The weight is cycled through COPIES copies (default 64, ~40-150 MB) so it
+ * comes from memory, as it does in a model, not from cache; -w 1 keeps it
+ * in cache and shows what the kernel does with warm weights. Run it pinned to one core (taskset -c 0)
  * on an idle machine.
  *
  * With -j THREADS it also times decode through the threaded driver
@@ -27,7 +28,7 @@
 #include "kernels/kernels.h"
 #include "quant/quant.h"
 
-#define COPIES 64
+#define COPIES 64 /* the most copies, and the default */
 
 static double now(void) {
     struct timespec t;
@@ -78,7 +79,7 @@ int main(int argc, char **argv) {
     double seconds = 1.0;
     int only = -1;        /* -t TYPE: that weight type only */
     long iters_fixed = 0; /* -i N: N products per test instead of -s seconds (for perf stat) */
-    int threads = 0, products = 16;
+    int threads = 0, products = 16, T = 64, copies = COPIES;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "-r")) rows = atoll(argv[i + 1]);
         else if (!strcmp(argv[i], "-c")) cols = atoll(argv[i + 1]);
@@ -87,14 +88,16 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "-t")) only = moe_dtype_from_name(argv[i + 1]);
         else if (!strcmp(argv[i], "-j")) threads = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "-e")) products = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "-n")) T = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "-w")) copies = atoi(argv[i + 1]);
     }
-    if (rows < 4 || cols < 32 || argc % 2 == 0 || threads < 0 || products < 1 || products > COPIES) {
+    if (rows < 4 || cols < 32 || argc % 2 == 0 || threads < 0 || products < 1 || products > COPIES || T < 1 ||
+        copies < 1 || copies > COPIES) {
         fprintf(stderr, "usage: moe-bench-kernels [-r ROWS] [-c COLS] [-s SECONDS | -i ITERATIONS] [-t TYPE]\n"
-                        "                         [-j THREADS] [-e PRODUCTS]\n");
+                        "                         [-j THREADS] [-e PRODUCTS] [-n TOKENS] [-w COPIES]\n");
         return 2;
     }
     omp_set_num_threads(1);
-    const int T = 64;
     float *src = malloc((size_t)(rows * cols) * sizeof(float)), *x = malloc((size_t)(T * cols) * sizeof(float));
     float *y = malloc((size_t)(T * rows) * sizeof(float));
     unsigned seed = 1;
@@ -121,7 +124,7 @@ int main(int argc, char **argv) {
                 const double t0 = now();
                 double t1 = t0;
                 while (iters_fixed ? iters < iters_fixed : t1 - t0 < seconds) {
-                    moe_weight wt = {w + bytes * (size_t)(iters % COPIES), dt, rows, cols};
+                    moe_weight wt = {w + bytes * (size_t)(iters % copies), dt, rows, cols};
                     moe_mm mm = {y, rows, &wt, &a, NULL, n};
                     k->mm[dt](&mm, 0, rows);
                     iters++;
