@@ -119,6 +119,16 @@ extern const moe_kernels moe_kernels_neon;
  * must already be quantized where a weight needs it. */
 void moe_matmul_run(const moe_kernels *k, const moe_mm *mm, int n);
 
+/* The same inside a parallel region, for a team that stays together over a
+ * whole forward pass (no fork and join per product): every thread of the
+ * team calls it with the same products, and all return once the products
+ * are done (it ends in a barrier). `shares` is the team's bookkeeping, from
+ * moe_team_shares_new, shared by the team. */
+typedef struct moe_team_shares moe_team_shares;
+moe_team_shares *moe_team_shares_new(void);
+void moe_team_shares_free(moe_team_shares *s);
+void moe_matmul_team(const moe_kernels *k, const moe_mm *mm, int n, moe_team_shares *shares);
+
 /* Threads of the BLAS library that large f32 products use (when built with it). */
 void moe_blas_threads(int n);
 
@@ -133,6 +143,9 @@ void moe_act_free(moe_act *a);
 
 /* Quantizes all rows of a, in parallel when they are many. */
 void moe_act_quantize(const moe_kernels *k, moe_act *a);
+/* Rows [0, n) of a, called by every thread of a team (see moe_matmul_team):
+ * the rows are split over the team, and all return when all are quantized. */
+void moe_act_quantize_team(const moe_kernels *k, moe_act *a, int n);
 
 /* Convenience: y = w x for n contiguous rows (a single product). */
 void moe_matmul(const moe_kernels *k, float *y, const moe_weight *w, moe_act *a);

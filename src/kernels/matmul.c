@@ -127,14 +127,24 @@ static void run_cost_range(const moe_kernels *k, const moe_mm *mm, int n, int64_
  * them front to back, and a thread that is done takes chunks from the back
  * of the others' shares. */
 #define CHUNKS_PER_SHARE 16
-#define MAX_SHARES 256
 
 /* The chunks of one share not yet taken: [front, back), packed in one word
- * so that the owner (front) and a thief (back) can claim them with one CAS. */
+ * so that the owner (front) and a thief (back) can claim them with one CAS.
+ * Zero (nothing left) between calls. */
 typedef struct {
     _Atomic uint64_t span;
     char pad[64 - sizeof(uint64_t)]; /* one cache line per share */
 } share_chunks;
+
+#define MAX_SHARES 256 /* threads of one team that share the work; more wait at the barrier */
+
+struct moe_team_shares {
+    share_chunks share[MAX_SHARES];
+};
+
+moe_team_shares *moe_team_shares_new(void) { return calloc(1, sizeof(moe_team_shares)); }
+
+void moe_team_shares_free(moe_team_shares *s) { free(s); }
 
 static int take_chunk(share_chunks *s, int from_back) {
     uint64_t v = atomic_load_explicit(&s->span, memory_order_relaxed);
@@ -147,48 +157,73 @@ static int take_chunk(share_chunks *s, int from_back) {
     }
 }
 
-void moe_matmul_run(const moe_kernels *k, const moe_mm *mm, int n) {
+void moe_matmul_team(const moe_kernels *k, const moe_mm *mm, int n, moe_team_shares *shares) {
     int64_t units = 0, cost = 0;
+    int any_blas = 0;
     for (int p = 0; p < n; p++) {
         if (mm[p].n <= 0) continue;
         if (use_blas(k, &mm[p])) {
-#ifdef MOE_HAVE_BLAS
-            /* y (n x rows) = x (n x cols) * w^T */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, mm[p].n, (int)mm[p].w->rows, (int)mm[p].w->cols,
-                        1.0f, mm[p].a->x, (int)mm[p].a->cols, mm[p].w->data, (int)mm[p].w->cols, 0.0f, mm[p].y,
-                        (int)mm[p].ldy);
-#endif
+            any_blas = 1;
             continue;
         }
         const int64_t pu = (mm[p].w->rows + ROWS_PER_UNIT - 1) / ROWS_PER_UNIT;
         units += pu;
         cost += pu * unit_cost(&mm[p]);
     }
-    if (!units) return;
-    /* Each thread owns one contiguous run of the units of all products
-     * together, of equal cost (thread t: cost offsets [cost t / nt,
-     * cost (t + 1) / nt)), so it streams long runs of weights: handing out
-     * single units in turn made each thread's reads jump every 36 KB, and two
-     * threads then streamed no faster than one (31 against 51 GB/s in
-     * moe-bench-kernels -j 2). Equal cost is not equal time when cores run
-     * at different speeds (one of this shared host's two cores runs the q4
-     * kernel 20 % slower), so a thread that finishes early takes chunks from
-     * the back of the others' runs. */
-    share_chunks shares[MAX_SHARES];
-    const int nt_max = units > 1 ? omp_get_max_threads() : 1;
-    const int nt = nt_max < MAX_SHARES ? nt_max : MAX_SHARES;
-    for (int t = 0; t < nt; t++) atomic_init(&shares[t].span, CHUNKS_PER_SHARE);
-    #pragma omp parallel num_threads(nt) if (nt > 1)
-    {
-        const int team = omp_get_num_threads(), me = omp_get_thread_num();
-        for (int i = 0; i < team; i++) {
-            const int owner = (me + i) % team;
-            const int64_t s0 = cost * owner / team, s1 = cost * (owner + 1) / team;
-            int c;
-            while ((c = take_chunk(&shares[owner], owner != me)) >= 0)
-                run_cost_range(k, mm, n, s0 + (s1 - s0) * c / CHUNKS_PER_SHARE, s0 + (s1 - s0) * (c + 1) / CHUNKS_PER_SHARE);
+#ifdef MOE_HAVE_BLAS
+    /* one thread hands these to OpenBLAS (its own threads); the others start on ours */
+    if (any_blas) {
+        #pragma omp single nowait
+        for (int p = 0; p < n; p++) {
+            if (mm[p].n <= 0 || !use_blas(k, &mm[p])) continue;
+            /* y (n x rows) = x (n x cols) * w^T */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, mm[p].n, (int)mm[p].w->rows, (int)mm[p].w->cols,
+                        1.0f, mm[p].a->x, (int)mm[p].a->cols, mm[p].w->data, (int)mm[p].w->cols, 0.0f, mm[p].y,
+                        (int)mm[p].ldy);
         }
     }
+#else
+    (void)any_blas;
+#endif
+    if (units) {
+        /* Each thread owns one contiguous run of the units of all products
+         * together, of equal cost (thread t: cost offsets [cost t / nt,
+         * cost (t + 1) / nt)), so it streams long runs of weights: handing
+         * out single units in turn made each thread's reads jump every 36 KB,
+         * and two threads then streamed no faster than one (31 against 51
+         * GB/s in moe-bench-kernels -j 2). Equal cost is not equal time when
+         * cores run at different speeds (one of this shared host's two cores
+         * runs the q4 kernel 20 % slower), so a thread that finishes early
+         * takes chunks from the back of the others' runs.
+         *
+         * No barrier before the work: each thread opens its own share, and a
+         * thief that looks at a share not yet opened finds it empty, as the
+         * last call left it, and leaves the chunks to their owner. */
+        const int team = omp_get_num_threads() < MAX_SHARES ? omp_get_num_threads() : MAX_SHARES;
+        const int me = omp_get_thread_num();
+        if (me < team) {
+            atomic_store_explicit(&shares->share[me].span, CHUNKS_PER_SHARE, memory_order_relaxed);
+            for (int i = 0; i < team; i++) {
+                const int owner = (me + i) % team;
+                const int64_t s0 = cost * owner / team, s1 = cost * (owner + 1) / team;
+                int c;
+                while ((c = take_chunk(&shares->share[owner], owner != me)) >= 0)
+                    run_cost_range(k, mm, n, s0 + (s1 - s0) * c / CHUNKS_PER_SHARE,
+                                   s0 + (s1 - s0) * (c + 1) / CHUNKS_PER_SHARE);
+            }
+        }
+    }
+    #pragma omp barrier
+}
+
+void moe_matmul_run(const moe_kernels *k, const moe_mm *mm, int n) {
+    int64_t units = 0;
+    for (int p = 0; p < n; p++)
+        if (mm[p].n > 0) units += (mm[p].w->rows + ROWS_PER_UNIT - 1) / ROWS_PER_UNIT;
+    const int nt = units > 1 ? omp_get_max_threads() : 1;
+    moe_team_shares shares = {0};
+    #pragma omp parallel num_threads(nt) if (nt > 1)
+    moe_matmul_team(k, mm, n, &shares);
 }
 
 int moe_act_alloc(moe_act *a, const float *x, size_t rows, int64_t cols) {
@@ -210,10 +245,15 @@ void moe_act_free(moe_act *a) {
     a->q4_base = NULL;
 }
 
+void moe_act_quantize_team(const moe_kernels *k, moe_act *a, int n) {
+    #pragma omp for schedule(static)
+    for (int t = 0; t < n; t++) k->quantize_act(a, t, t + 1);
+}
+
 void moe_act_quantize(const moe_kernels *k, moe_act *a) {
     /* decode's few rows (a token's 8 experts) are not worth waking the threads */
-    #pragma omp parallel for schedule(static) if ((int64_t)a->n * a->cols >= MOE_PARALLEL_MIN_VALUES)
-    for (int t = 0; t < a->n; t++) k->quantize_act(a, t, t + 1);
+    #pragma omp parallel if ((int64_t)a->n * a->cols >= MOE_PARALLEL_MIN_VALUES)
+    moe_act_quantize_team(k, a, a->n);
 }
 
 void moe_matmul(const moe_kernels *k, float *y, const moe_weight *w, moe_act *a) {

@@ -177,10 +177,28 @@ static void test_contiguous_f32(const moe_kernels *k, unsigned *seed) {
     unmake(&f);
 }
 
+/* Checks products [first, first + count) of P against want (their first
+ * toks rows of outputs) and that the rest of every y is untouched. */
+static int split_bad(int P, const int64_t *rows, const int *toks, float *const *y, float *const *want, int first,
+                     int count) {
+    int bad = 0;
+    for (int p = 0; p < P; p++) {
+        const int in_call = p >= first && p < first + count;
+        for (int64_t i = 0; i < rows[p] * 3; i++)
+            bad += in_call && i < rows[p] * toks[p] ? y[p][i] != want[p][i] : y[p][i] != -1234.0f;
+    }
+    return bad;
+}
+
 /* Several products in one call (the experts of a token), split over 1-5
  * threads, each product's rows cut at unit boundaries that fall anywhere:
  * every output equals the product computed alone on one thread. One product
- * has no tokens and must be left untouched. */
+ * has no tokens and must be left untouched.
+ *
+ * Then the same through moe_matmul_team, as moe_eval runs it: one team
+ * stays together over many calls, each on other products (one call has
+ * nothing to do at all), so every call starts on the shares the one before
+ * left; a chunk lost or run twice shows as a wrong or untouched output. */
 static void test_split(const moe_kernels *k, unsigned *seed) {
     enum { P = 5 };
     const int64_t rows[P] = {37, 100, 4, 64, 131};
@@ -206,13 +224,25 @@ static void test_split(const moe_kernels *k, unsigned *seed) {
             mm[p].y = y[p];
         }
         moe_matmul_run(k, mm, P);
-        for (int p = 0; p < P; p++) {
-            int bad = 0;
-            for (int64_t i = 0; i < rows[p] * 3; i++)
-                bad += i < rows[p] * toks[p] ? y[p][i] != want[p][i] : y[p][i] != -1234.0f;
-            CHECK(bad == 0, "%s %d threads, product %d of %d: %d outputs differ from the product alone", k->isa,
-                  threads, p, P, bad);
+        const int bad = split_bad(P, rows, toks, y, want, 0, P);
+        CHECK(bad == 0, "%s %d threads, %d products: %d outputs differ from the products alone", k->isa, threads, P, bad);
+
+        moe_team_shares *shares = moe_team_shares_new();
+        #pragma omp parallel num_threads(threads)
+        for (int call = 0; call < 3 * P; call++) {
+            const int first = call % P, count = 1 + call / P < P - first ? 1 + call / P : P - first;
+            #pragma omp single
+            for (int p = 0; p < P; p++)
+                for (int64_t i = 0; i < rows[p] * 3; i++) y[p][i] = -1234.0f;
+            moe_matmul_team(k, mm + first, count, shares);
+            #pragma omp single
+            {
+                const int bad_team = split_bad(P, rows, toks, y, want, first, count);
+                CHECK(bad_team == 0, "%s team of %d, call %d (products %d..%d): %d outputs differ from the products alone",
+                      k->isa, threads, call, first, first + count - 1, bad_team);
+            }
         }
+        moe_team_shares_free(shares);
     }
     omp_set_num_threads(1);
     for (int p = 0; p < P; p++) {
