@@ -106,13 +106,15 @@ static int64_t unit_cost(const moe_mm *p) { return (p->w->cols + 31) / 32 * (p->
 
 static int64_t ceil_div(int64_t a, int64_t b) { return a <= 0 ? 0 : (a + b - 1) / b; }
 
+static int64_t product_units(const moe_mm *p) { return ceil_div(p->w->rows, ROWS_PER_UNIT); }
+
 /* Runs the units whose cost offset falls in [c0, c1) of the products laid
  * end to end: for each product, one contiguous run of rows. */
 static void run_cost_range(const moe_kernels *k, const moe_mm *mm, int n, int64_t c0, int64_t c1) {
     int64_t base = 0; /* cost of the products before p */
     for (int p = 0; p < n && base < c1; p++) {
         if (mm[p].n <= 0 || use_blas(k, &mm[p])) continue;
-        const int64_t rows = mm[p].w->rows, pu = (rows + ROWS_PER_UNIT - 1) / ROWS_PER_UNIT;
+        const int64_t rows = mm[p].w->rows, pu = product_units(&mm[p]);
         const int64_t w = unit_cost(&mm[p]);
         const int64_t a = ceil_div(c0 - base, w), b0 = ceil_div(c1 - base, w), b = b0 < pu ? b0 : pu;
         if (a < b) {
@@ -166,7 +168,7 @@ void moe_matmul_team(const moe_kernels *k, const moe_mm *mm, int n, moe_team_sha
             any_blas = 1;
             continue;
         }
-        const int64_t pu = (mm[p].w->rows + ROWS_PER_UNIT - 1) / ROWS_PER_UNIT;
+        const int64_t pu = product_units(&mm[p]);
         units += pu;
         cost += pu * unit_cost(&mm[p]);
     }
@@ -219,9 +221,10 @@ void moe_matmul_team(const moe_kernels *k, const moe_mm *mm, int n, moe_team_sha
 void moe_matmul_run(const moe_kernels *k, const moe_mm *mm, int n) {
     int64_t units = 0;
     for (int p = 0; p < n; p++)
-        if (mm[p].n > 0) units += (mm[p].w->rows + ROWS_PER_UNIT - 1) / ROWS_PER_UNIT;
-    const int nt = units > 1 ? omp_get_max_threads() : 1;
-    moe_team_shares shares = {0};
+        if (mm[p].n > 0) units += product_units(&mm[p]);
+    const int nt_max = units > 1 ? omp_get_max_threads() : 1, nt = nt_max < MAX_SHARES ? nt_max : MAX_SHARES;
+    moe_team_shares shares; /* only the team's shares need to start empty */
+    for (int t = 0; t < nt; t++) atomic_init(&shares.share[t].span, 0);
     #pragma omp parallel num_threads(nt) if (nt > 1)
     moe_matmul_team(k, mm, n, &shares);
 }

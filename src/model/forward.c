@@ -75,7 +75,7 @@ struct moe_ctx {
     moe_route_fn on_route;      /* optional observer of every routing decision */
     void *on_route_user;
     moe_mm *mm;                 /* the products of one call: 3 * n_experts (gate, up, down) or n_heads */
-    int n_gate_up, n_down;      /* the routed experts' products in mm: gate and up, then down */
+    int n_gate_up;              /* mm: the routed experts' gate and up products, then half as many down */
     int experts_quant;          /* the routed experts' activations need quantizing */
     moe_team_shares *shares;    /* the team's bookkeeping in moe_matmul_team */
     float *scores;              /* n_threads x QUERY_TILE x ld_scores attention scores */
@@ -618,7 +618,6 @@ static void route_and_list(moe_ctx *c, int layer, int n_tok) {
         c->act_h_expert[e] = act_view(&c->act_h, s0, n);
         c->mm[n_mm++] = product(c->y_exp + (size_t)s0 * E, E, &c->expert_w[e][ET_DOWN], &c->act_h_expert[e], NULL, n);
     }
-    c->n_down = n_mm - c->n_gate_up;
     c->experts_quant = any_quant;
 }
 
@@ -638,7 +637,7 @@ static void moe_ffn(moe_ctx *c, int layer, int n_tok) {
     run_products(c, c->mm, c->n_gate_up);
     swiglu_rows(c, c->h_gate, c->h_up, slots, F);
     if (c->experts_quant) moe_act_quantize_team(c->kern, &c->act_h, slots);
-    run_products(c, c->mm + c->n_gate_up, c->n_down);
+    run_products(c, c->mm + c->n_gate_up, c->n_gate_up / 2);
     #pragma omp single nowait
     for (int e = 0; e < hp->n_experts; e++)
         if (c->groups.start[e + 1] > c->groups.start[e]) c->experts.release(c->experts.self, layer, e);
