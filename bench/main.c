@@ -50,7 +50,7 @@
 
 typedef struct opts {
     const char *model, *synthetic, *output, *quant, *cache_dir, *expert_cache, *cache_policy, *text;
-    int n_prompt, n_gen, n_threads, reps, layers, membw, cache_pin, prefetch, drop_caches, no_mmap;
+    int n_prompt, n_gen, n_batch, n_threads, reps, layers, membw, cache_pin, prefetch, drop_caches, no_mmap;
     double skew;
 } opts;
 
@@ -343,9 +343,10 @@ static int run_test(bench_env *b, const moe_hparams *hp, result *r, int pp, int 
 static void usage(FILE *f) {
     fprintf(f,
             "usage: moe-bench (-m FILE | --synthetic NAME [--quant Q] [--layers N]) [-p 512] [-n 128]\n"
-            "                 [-t THREADS] [-r REPS] [-o md|json|csv] [--membw] [--cache-dir DIR]\n"
+            "                 [-b BATCH] [-t THREADS] [-r REPS] [-o md|json|csv] [--membw] [--cache-dir DIR]\n"
             "  --synthetic NAME  random weights with a real model's shapes: %s\n"
             "  --quant Q         q4, q8, f16, bf16, f32 for every matrix (default: the default recipe)\n"
+            "  -b BATCH          tokens per forward chunk (default: the whole prompt)\n"
             "  --membw           measure the read bandwidth only (always measured for tg)\n"
             "  --skew A          with --synthetic: skewed routing, Zipf exponent A (e.g. 1; see bench/README.md)\n"
             "  --text FILE       feed windows of FILE's tokens instead of the seeded stream (real routing)\n"
@@ -400,6 +401,7 @@ static int parse(int argc, char **argv, opts *o) {
         else if (!strcmp(a, "-o")) o->output = v;
         else if (!strcmp(a, "-p")) rc = int_opt(a, v, &o->n_prompt);
         else if (!strcmp(a, "-n")) rc = int_opt(a, v, &o->n_gen);
+        else if (!strcmp(a, "-b")) rc = int_opt(a, v, &o->n_batch);
         else if (!strcmp(a, "-t")) rc = int_opt(a, v, &o->n_threads);
         else if (!strcmp(a, "-r")) rc = int_opt(a, v, &o->reps);
         else if (!strcmp(a, "--layers")) rc = int_opt(a, v, &o->layers);
@@ -407,6 +409,7 @@ static int parse(int argc, char **argv, opts *o) {
         if (rc) return -1;
         i += takes;
     }
+    if (!o->n_batch) o->n_batch = o->n_prompt > 0 ? o->n_prompt : 1;
     if (strcmp(o->output, "md") && strcmp(o->output, "json") && strcmp(o->output, "csv")) {
         fprintf(stderr, "moe-bench: -o %s: expected md, json or csv\n", o->output);
         return -1;
@@ -534,13 +537,13 @@ static void output(const opts *o, const char *path, const char *cpu, const char 
             printf(" (%%)\n");
         }
     } else if (!strcmp(o->output, "csv")) {
-        printf("model_filename,model_type,model_size,model_n_params,cpu_info,isa,n_threads,n_prompt,n_gen,avg_ns,"
+        printf("model_filename,model_type,model_size,model_n_params,cpu_info,isa,n_threads,n_batch,n_prompt,n_gen,avg_ns,"
                "stddev_ns,avg_ts,stddev_ts,membw_gbs,bytes_per_token,bw_fraction,rss_bytes\n");
         for (int i = 0; i < n_res; i++) {
             const result *r = &res[i];
-            printf("\"%s\",\"%s\",%llu,%llu,\"%s\",%s,%d,%d,%d,%.0f,%.0f,%.4f,%.4f,%.2f,%.0f,%.4f,%ld\n", path,
+            printf("\"%s\",\"%s\",%llu,%llu,\"%s\",%s,%d,%d,%d,%d,%.0f,%.0f,%.4f,%.4f,%.2f,%.0f,%.4f,%ld\n", path,
                    hp->architecture, (unsigned long long)moe_model_file_size(m), (unsigned long long)total, cpu, isa,
-                   threads, r->n_prompt, r->n_gen, r->avg_ns, r->sd_ns, r->avg_ts, r->sd_ts, membw,
+                   threads, o->n_batch, r->n_prompt, r->n_gen, r->avg_ns, r->sd_ns, r->avg_ts, r->sd_ts, membw,
                    r->bw_fraction >= 0 ? r->bytes_per_token : 0, r->bw_fraction >= 0 ? r->bw_fraction : 0, rss);
         }
     } else {
@@ -554,7 +557,8 @@ static void output(const opts *o, const char *path, const char *cpu, const char 
                    (unsigned long long)total);
             print_json_str("cpu_info", cpu, 1);
             print_json_str("isa", isa, 1);
-            printf("\"n_threads\": %d, \"n_prompt\": %d, \"n_gen\": %d, ", threads, r->n_prompt, r->n_gen);
+            printf("\"n_threads\": %d, \"n_batch\": %d, \"n_prompt\": %d, \"n_gen\": %d, ", threads, o->n_batch,
+                   r->n_prompt, r->n_gen);
             printf("\"avg_ns\": %.0f, \"stddev_ns\": %.0f, \"avg_ts\": %.6f, \"stddev_ts\": %.6f, ", r->avg_ns, r->sd_ns,
                    r->avg_ts, r->sd_ts);
             printf("\"samples_ns\": [");
@@ -622,7 +626,6 @@ int main(int argc, char **argv) {
     }
     const moe_hparams *hp = moe_model_hparams(m);
     const int n_ctx = (o.n_prompt > o.n_gen ? o.n_prompt : o.n_gen) + 1;
-    const int n_batch = o.n_prompt > 0 ? o.n_prompt : 1;
     uint64_t cache_bytes = 0;
     if (o.expert_cache && moe_parse_size(o.expert_cache, moe_model_routed_expert_bytes(m), &cache_bytes)) {
         fprintf(stderr, "moe-bench: --expert-cache %s: expected a size like 6G, 512M or 25%%\n", o.expert_cache);
@@ -630,7 +633,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     bench_env b = {.o = &o, .path = path, .m = m,
-                   .params = {.n_ctx = n_ctx, .n_batch = n_batch, .n_threads = threads, .isa = getenv("MOE_ISA"),
+                   .params = {.n_ctx = n_ctx, .n_batch = o.n_batch, .n_threads = threads, .isa = getenv("MOE_ISA"),
                               .expert_cache_bytes = cache_bytes, .expert_cache_policy = o.cache_policy,
                               .expert_cache_pin = o.cache_pin, .expert_cache_prefetch = o.prefetch}};
     /* routing statistics, to say how skewed the routing was */

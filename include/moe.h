@@ -172,7 +172,7 @@ void moe_model_param_counts(const moe_model *m, uint64_t *total, uint64_t *activ
 
 typedef struct moe_ctx_params {
     int32_t n_ctx;             /* positions in the KV cache; 0: min(n_ctx_train, 4096) */
-    int32_t n_batch;           /* tokens per forward chunk; 0: 64 */
+    int32_t n_batch;           /* tokens per forward chunk; 0: 512 (at most n_ctx) */
     int32_t n_threads;         /* 0: OpenMP's default */
     const char *isa;           /* kernels to use: "scalar", "avx2", "neon"; NULL: best for this CPU */
     uint64_t expert_cache_bytes; /* > 0: serve routed experts from a cache of this many bytes

@@ -3,7 +3,8 @@
 
     test_bench.py --bench moe-bench
 
-- `-o json` gives one record per test with llama-bench's fields and ours:
+- `-o json` gives one record per test with llama-bench's fields and ours
+  (n_batch: the prompt unless `-b` sets it):
   the counts asked for, one sample per run, t/s from the samples, bytes per
   token and bandwidth fraction for decode only;
 - with `--expert-cache`, the cache fields, in range;
@@ -56,6 +57,10 @@ def main():
     check(pp["bytes_per_token"] is None and pp["bw_fraction"] is None, "prefill has no bytes_per_token / bw_fraction")
     check(tg["bytes_per_token"] > 1e6 and tg["bw_fraction"] > 0,
           f"decode bytes_per_token {tg['bytes_per_token']}, bw_fraction {tg['bw_fraction']}")
+
+    check(pp["n_batch"] == 16 and tg["n_batch"] == 16, f"n_batch defaults to the prompt: {pp['n_batch']}, {tg['n_batch']}")
+    chunked = bench_json(a.bench, "--text", TEXT, "-b", "5")
+    check(all(r["n_batch"] == 5 and r["avg_ts"] > 0 for r in chunked), f"-b 5: {[r['n_batch'] for r in chunked]}")
 
     again = bench_json(a.bench, "--text", TEXT)[-1]
     check(again["routing_top10_share"] == tg["routing_top10_share"] and again["routing_overlap"] == tg["routing_overlap"],

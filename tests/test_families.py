@@ -14,7 +14,8 @@ qwen3_moe f32 is written in 3 shards):
      the generated ids must match, and max|dlogit| <= tol * max|logit_ref|
      over all P + N rows (tol 1e-3 for f32, 1e-2 for bf16);
   4. cache vs prefill: moe-cli run --tokens <prompt + generated> -n 0 must
-     reproduce X.bin's rows (tol 1e-4 * max|logit|).
+     reproduce X.bin's rows (tol 1e-4 * max|logit|), in one chunk and in
+     chunks of 7 (-b 7).
 With --reference-only, steps 2-4 are replaced by self-checks of the
 generator and the reference: shapes, finiteness, causality, bf16 rounding,
 sharded == unsharded, top-k weight sums, decision margins far from ties, and
@@ -209,6 +210,16 @@ def runtime_case(args, family, dtype, shards):
     line += f"; cache vs prefill rel err {rel2:.3g} (tol {TOL_CACHE:g}, {details2})"
     if not ok2:
         problems.append(f"cache vs prefill over tolerance: {details2}")
+    # ... and so must a prefill in chunks of 7 (-b 7: the KV cache carries
+    # each chunk into the next)
+    z_path = hf + ".Z.bin"
+    run([args.cli, "run", "-m", moe, "--tokens", ",".join(map(str, prompt + ids)),
+         "-n", "0", "-b", "7", "--logits-out", z_path], "moe-cli run -n 0 -b 7")
+    Z = read_logits(z_path, vocab, P + N, "moe-cli -n 0 -b 7 --logits-out")
+    ok3, rel3, details3 = compare(X, Z, TOL_CACHE, P)
+    line += f"; chunks of 7 rel err {rel3:.3g}"
+    if not ok3:
+        problems.append(f"prefill in chunks of 7 over tolerance: {details3}")
     line += f"; {margin_note(stats)}"
     if family.startswith("deepseek"):
         problems += deepseek_checks(args, hf, moe)

@@ -160,7 +160,11 @@ moe_ctx *moe_ctx_new(const moe_model *m, moe_ctx_params p, moe_error *err) {
         c->experts = moe_expert_cache_source(c->cache);
     }
     c->n_ctx = p.n_ctx > 0 ? p.n_ctx : (hp->n_ctx_train < 4096 ? hp->n_ctx_train : 4096);
-    c->n_batch = p.n_batch > 0 ? p.n_batch : 64;
+    /* 512, as llama.cpp's micro-batch: a prompt of 512 in chunks of 64 was
+     * about 15 % slower (each expert's weights read once per chunk, over
+     * groups of about 8 tokens); no chunk is longer than the context */
+    c->n_batch = p.n_batch > 0 ? p.n_batch : 512;
+    if (c->n_batch > c->n_ctx) c->n_batch = c->n_ctx;
     c->n_threads = p.n_threads > 0 ? p.n_threads : omp_get_max_threads();
     const size_t B = (size_t)c->n_batch, E = (size_t)hp->n_embd, H = (size_t)hp->n_heads;
     const int mla = hp->attn_kind == MOE_ATTN_MLA;

@@ -17,7 +17,7 @@ typedef struct cli_opts {
     int pieces, no_special, jsonl, skip_special, verify, tensors, ignore_eos, interactive, no_mmap;
     long long now;        /* render/chat: the template's clock; -1: now */
     int n_predict;        /* run: default 16 tokens; chat: -1, until end of turn */
-    int n_threads, n_ctx;
+    int n_threads, n_ctx, n_batch;
     const char *expert_cache; /* --expert-cache SIZE, or NULL */
     const char *cache_policy; /* --cache-policy lru|lfu|stats, or NULL */
     int cache_pin, cache_prefetch;

@@ -46,7 +46,7 @@ static void usage(FILE *f) {
             "usage: moe-cli chat -m FILE [--system TEXT] [-n N] [-c CTX] [-t THREADS] [--chat-template NAME|FILE]\n"
             "                    [--thinking on|off] [sampling flags] [--expert-cache SIZE]\n"
             "       moe-cli run -m FILE (-p TEXT | --tokens ID,ID,...) [-n N] [--stop STR]... [--ignore-eos]\n"
-            "                   [--logits-out PATH] [-t THREADS] [-c CTX] [sampling flags] [--expert-cache SIZE]\n"
+            "                   [--logits-out PATH] [-t THREADS] [-c CTX] [-b BATCH] [sampling flags] [--expert-cache SIZE]\n"
             "       moe-cli perplexity -m FILE -f TEXT [-c CTX] [-t THREADS]\n"
             "       moe-cli info -m FILE [--verify] [--tensors]\n"
             "       moe-cli tokenize -m FILE [--pieces] [--no-special] [--jsonl] [TEXT]\n"
@@ -60,6 +60,7 @@ static void usage(FILE *f) {
             "      --cache-policy stats|lru|lfu (default stats), --cache-pin N (the N most-routed stay),\n"
             "      --prefetch on|off (read the next layer's predicted experts in the background; default off)\n"
             "  --trace-experts FILE (run, chat): every routing decision, a line per token and MoE layer\n"
+            "  -b BATCH (run, chat, perplexity): prompt tokens per forward chunk (default 512; fewer use less memory)\n"
             "  --no-mmap: read the model into memory instead of mapping it (faster decode, more memory)\n"
             "  --chat-template: a built-in template (chatml, mistral) or a Jinja file, instead of the model's\n");
 }
@@ -105,6 +106,7 @@ moe_ctx *cli_ctx_new(const moe_model *m, const cli_opts *o, int n_ctx_fallback, 
         return NULL;
     }
     return moe_ctx_new(m, (moe_ctx_params){.n_ctx = o->n_ctx > 0 ? o->n_ctx : n_ctx_fallback, .n_threads = o->n_threads,
+                                           .n_batch = o->n_batch,
                                            .isa = getenv("MOE_ISA"), .expert_cache_bytes = cache_bytes,
                                            .expert_cache_policy = o->cache_policy, .expert_cache_pin = o->cache_pin,
                                            .expert_cache_prefetch = o->cache_prefetch},
@@ -233,6 +235,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) { if (int_arg(a, v, &o.n_predict)) return 2; }
         else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) { if (int_arg(a, v, &o.n_threads)) return 2; }
         else if (!strcmp(a, "-c") || !strcmp(a, "--ctx-size")) { if (int_arg(a, v, &o.n_ctx)) return 2; }
+        else if (!strcmp(a, "-b") || !strcmp(a, "--batch-size")) { if (int_arg(a, v, &o.n_batch)) return 2; }
         else if (!strcmp(a, "--temp")) { if (float_arg(a, v, &o.sampling.temp)) return 2; temp_given = 1; }
         else if (!strcmp(a, "--top-k")) { if (int_arg(a, v, &o.sampling.top_k)) return 2; }
         else if (!strcmp(a, "--top-p")) { if (float_arg(a, v, &o.sampling.top_p)) return 2; }
