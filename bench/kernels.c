@@ -13,12 +13,22 @@
  * in cache and shows what the kernel does with warm weights. Run it pinned to one core (taskset -c 0)
  * on an idle machine.
  *
+ * With AVX-512 VNNI, it first measures the core's int8 peak: independent
+ * vpdpbusd (64 multiply-adds each, counted as 128 operations) back to back.
+ * q4/q8 prefill on avx512 is also given as a fraction of it, the compute
+ * counterpart of decode's fraction of the read bandwidth. On this shared
+ * host the q4 kernel measured 490 GOPS one day and 270-335 the next, when
+ * the peak was 455: a GOPS figure alone does not say what the core could do.
+ *
  * With -j THREADS it also times decode through the threaded driver
  * (moe_matmul_run) with the best ISA: PRODUCTS weights per call (default 16,
  * the gate and up of a token's 8 OLMoE experts), each a different copy, as
  * the forward pass issues them. The gap between this and THREADS x the
  * single-thread figure is what splitting the work costs.
  */
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,6 +55,32 @@ static moe_act act_new(float *x, int n, int64_t cols) {
     a.n = n;
     return a;
 }
+
+#if defined(__x86_64__)
+/* GOPS of vpdpbusd on 512-bit registers: twelve independent chains, more
+ * than its latency times its throughput on any core so far. */
+__attribute__((target("avx512f,avx512vnni"))) static double int8_peak_gops(double seconds) {
+    __m512i acc[12], w = _mm512_set1_epi8(3);
+    const __m512i x = _mm512_set1_epi8(5);
+    for (int i = 0; i < 12; i++) acc[i] = _mm512_set1_epi32(i);
+    const long per_round = 1 << 20;
+    long rounds = 0;
+    const double t0 = now();
+    double t1 = t0;
+    do {
+        for (long r = 0; r < per_round; r++) {
+            for (int i = 0; i < 12; i++) acc[i] = _mm512_dpbusd_epi32(acc[i], w, x);
+            __asm__ volatile("" : "+v"(w)); /* keeps the loop from being folded */
+        }
+        rounds++;
+        t1 = now();
+    } while (t1 - t0 < seconds);
+    __m512i sum = acc[0];
+    for (int i = 1; i < 12; i++) sum = _mm512_add_epi32(sum, acc[i]);
+    __asm__ volatile("" : : "v"(sum));
+    return 12.0 * 128.0 * (double)per_round * (double)rounds / (t1 - t0) / 1e9;
+}
+#endif
 
 /* Decode through moe_matmul_run: `products` copies per call, consecutive
  * calls on the following copies, GB/s of weights streamed. */
@@ -105,7 +141,15 @@ int main(int argc, char **argv) {
     for (int64_t i = 0; i < T * cols; i++) x[i] = ((seed = seed * 1664525u + 1013904223u) >> 8) / 16777216.0f - 0.5f;
     static const char *const isas[] = {"scalar", "avx2", "avx512", "neon"};
     static const moe_dtype types[] = {MOE_Q4, MOE_Q8, MOE_BF16, MOE_F32};
-    printf("| isa | weights | decode GB/s (1 token) | prefill GOPS (%d tokens) |\n| --- | --- | ---: | ---: |\n", T);
+    double peak = 0;
+#if defined(__x86_64__)
+    if (moe_kernels_for("avx512")) {
+        peak = int8_peak_gops(seconds < 0.5 ? seconds : 0.5);
+        printf("int8 peak of one core (vpdpbusd): %.1f GOPS\n\n", peak);
+    }
+#endif
+    printf("| isa | weights | decode GB/s (1 token) | prefill GOPS (%d tokens) | of int8 peak |\n"
+           "| --- | --- | ---: | ---: | ---: |\n", T);
     for (size_t i = 0; i < sizeof isas / sizeof *isas; i++) {
         const moe_kernels *k = moe_kernels_for(isas[i]);
         if (!k) continue;
@@ -133,9 +177,11 @@ int main(int argc, char **argv) {
                 result[pass] = pass ? 2.0 * rows * cols * n * iters / (t1 - t0) / 1e9 : bytes * iters / (t1 - t0) / 1e9;
                 moe_act_free(&a);
             }
-            printf("| %s | %s | %.2f | %.1f |\n", isas[i], moe_dtype_name(dt), result[0], result[1]);
+            printf("| %s | %s | %.2f | %.1f |", isas[i], moe_dtype_name(dt), result[0], result[1]);
+            if (peak > 0 && !strcmp(isas[i], "avx512") && moe_dtype_is_quant(dt)) printf(" %.0f%% |\n", 100 * result[1] / peak);
+            else printf(" |\n");
             if (threads && k == moe_kernels_select(NULL, NULL))
-                printf("| %s, %d threads, %d products per call | %s | %.2f | |\n", isas[i], threads, products,
+                printf("| %s, %d threads, %d products per call | %s | %.2f | | |\n", isas[i], threads, products,
                        moe_dtype_name(dt), driver_decode_gbs(k, dt, w, bytes, rows, cols, x, threads, products,
                                                              seconds, iters_fixed));
             free(w);
