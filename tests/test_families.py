@@ -201,25 +201,17 @@ def runtime_case(args, family, dtype, shards):
     if not ok:
         problems.append(f"logits over tolerance: {details}")
 
-    # Decoding through the KV cache must equal a prefill of the same tokens.
-    y_path = hf + ".Y.bin"
-    run([args.cli, "run", "-m", moe, "--tokens", ",".join(map(str, prompt + ids)),
-         "-n", "0", "--logits-out", y_path], "moe-cli run -n 0")
-    Y = read_logits(y_path, vocab, P + N, "moe-cli -n 0 --logits-out")
-    ok2, rel2, details2 = compare(X, Y, TOL_CACHE, P)
-    line += f"; cache vs prefill rel err {rel2:.3g} (tol {TOL_CACHE:g}, {details2})"
-    if not ok2:
-        problems.append(f"cache vs prefill over tolerance: {details2}")
-    # ... and so must a prefill in chunks of 7 (-b 7: the KV cache carries
-    # each chunk into the next)
-    z_path = hf + ".Z.bin"
-    run([args.cli, "run", "-m", moe, "--tokens", ",".join(map(str, prompt + ids)),
-         "-n", "0", "-b", "7", "--logits-out", z_path], "moe-cli run -n 0 -b 7")
-    Z = read_logits(z_path, vocab, P + N, "moe-cli -n 0 -b 7 --logits-out")
-    ok3, rel3, details3 = compare(X, Z, TOL_CACHE, P)
-    line += f"; chunks of 7 rel err {rel3:.3g}"
-    if not ok3:
-        problems.append(f"prefill in chunks of 7 over tolerance: {details3}")
+    # Decoding through the KV cache must equal a prefill of the same tokens,
+    # in one chunk and in chunks of 7 (-b 7: the cache carries each chunk
+    # into the next).
+    for what, extra, suffix in (("cache vs prefill", [], ".Y.bin"), ("prefill in chunks of 7", ["-b", "7"], ".Z.bin")):
+        cmd = [args.cli, "run", "-m", moe, "--tokens", ",".join(map(str, prompt + ids)), "-n", "0", *extra]
+        run(cmd + ["--logits-out", hf + suffix], " ".join(["moe-cli run -n 0", *extra]))
+        Y = read_logits(hf + suffix, vocab, P + N, " ".join(["moe-cli -n 0", *extra, "--logits-out"]))
+        ok2, rel2, details2 = compare(X, Y, TOL_CACHE, P)
+        line += f"; {what} rel err {rel2:.3g} (tol {TOL_CACHE:g}, {details2})"
+        if not ok2:
+            problems.append(f"{what} over tolerance: {details2}")
     line += f"; {margin_note(stats)}"
     if family.startswith("deepseek"):
         problems += deepseek_checks(args, hf, moe)

@@ -43,11 +43,11 @@
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: moe-cli chat -m FILE [--system TEXT] [-n N] [-c CTX] [-t THREADS] [--chat-template NAME|FILE]\n"
+            "usage: moe-cli chat -m FILE [--system TEXT] [-n N] [-c CTX] [-b BATCH] [-t THREADS] [--chat-template NAME|FILE]\n"
             "                    [--thinking on|off] [sampling flags] [--expert-cache SIZE]\n"
             "       moe-cli run -m FILE (-p TEXT | --tokens ID,ID,...) [-n N] [--stop STR]... [--ignore-eos]\n"
             "                   [--logits-out PATH] [-t THREADS] [-c CTX] [-b BATCH] [sampling flags] [--expert-cache SIZE]\n"
-            "       moe-cli perplexity -m FILE -f TEXT [-c CTX] [-t THREADS]\n"
+            "       moe-cli perplexity -m FILE -f TEXT [-c CTX] [-b BATCH] [-t THREADS]\n"
             "       moe-cli info -m FILE [--verify] [--tensors]\n"
             "       moe-cli tokenize -m FILE [--pieces] [--no-special] [--jsonl] [TEXT]\n"
             "       moe-cli detokenize -m FILE --tokens ID,ID,... [--skip-special]\n"
