@@ -1,0 +1,95 @@
+/*
+ * kernel_ab — two builds of one ISA's kernel file, timed against each other
+ * in the same process: bench/kernel-ab.sh compiles OLD and NEW with their
+ * kernel tables renamed kern_a and kern_b and links them here.
+ *
+ *   kernel_ab TYPE THREADS ROUNDS TOKENS
+ *
+ * Each round runs A, then B, for 0.1 s each: 16 products per call of a 1024
+ * x 2048 weight (an OLMoE expert's gate) cycled through 64 copies, so the
+ * weights come from memory, through the threaded driver as decode issues
+ * them. On a shared host the bandwidth moves by tens of percent from minute
+ * to minute; slices this short see the same neighbours, so B/A is steady
+ * where two separate runs of moe-bench-kernels are not.
+ */
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "kernels/kernels.h"
+#include "quant/quant.h"
+
+extern const moe_kernels kern_a, kern_b;
+
+enum { ROWS = 1024, COLS = 2048, COPIES = 64, PRODUCTS = 16 };
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static float rnd(unsigned *s) {
+    *s = *s * 1664525u + 1013904223u;
+    return (float)(*s >> 8) / 16777216.0f - 0.5f;
+}
+
+int main(int argc, char **argv) {
+    const int dt = argc == 5 ? moe_dtype_from_name(argv[1]) : -1;
+    const int threads = argc == 5 ? atoi(argv[2]) : 0, rounds = argc == 5 ? atoi(argv[3]) : 0;
+    const int n = argc == 5 ? atoi(argv[4]) : 0;
+    if (dt < 0 || threads < 1 || rounds < 1 || n < 1) {
+        fprintf(stderr, "usage: kernel_ab TYPE THREADS ROUNDS TOKENS (built by bench/kernel-ab.sh)\n");
+        return 2;
+    }
+    const size_t bytes = moe_tensor_bytes((moe_dtype)dt, ROWS, COLS);
+    float *src = malloc((size_t)ROWS * COLS * sizeof(float)), *x = malloc((size_t)n * COLS * sizeof(float));
+    float *y = malloc((size_t)PRODUCTS * ROWS * (size_t)n * sizeof(float));
+    uint8_t *w = malloc(bytes * COPIES);
+    moe_act a;
+    if (!src || !x || !y || !w || moe_act_alloc(&a, x, (size_t)n, COLS)) {
+        fprintf(stderr, "kernel_ab: out of memory\n");
+        return 1;
+    }
+    unsigned seed = 1;
+    for (size_t i = 0; i < (size_t)ROWS * COLS; i++) src[i] = rnd(&seed);
+    for (size_t i = 0; i < (size_t)n * COLS; i++) x[i] = rnd(&seed);
+    for (int c = 0; c < COPIES; c++) moe_quantize((moe_dtype)dt, src, ROWS, COLS, w + bytes * c);
+    a.n = n;
+    if (moe_dtype_is_quant((moe_dtype)dt)) moe_act_quantize(&kern_a, &a);
+    omp_set_num_threads(threads);
+
+    const moe_kernels *const kern[2] = {&kern_a, &kern_b};
+    double seconds[2] = {0, 0}, streamed[2] = {0, 0};
+    long calls = 0;
+    for (int r = 0; r < rounds; r++)
+        for (int v = 0; v < 2; v++) {
+            const double t0 = now();
+            double t1 = t0;
+            long done = 0;
+            while (t1 - t0 < 0.1) {
+                moe_weight wt[PRODUCTS];
+                moe_mm mm[PRODUCTS];
+                for (int p = 0; p < PRODUCTS; p++) {
+                    wt[p] = (moe_weight){w + bytes * (size_t)((calls * PRODUCTS + p) % COPIES), (moe_dtype)dt, ROWS, COLS};
+                    mm[p] = (moe_mm){y + (size_t)p * ROWS * (size_t)n, ROWS, &wt[p], &a, NULL, n};
+                }
+                moe_matmul_run(kern[v], mm, PRODUCTS);
+                calls++;
+                done++;
+                t1 = now();
+            }
+            seconds[v] += t1 - t0;
+            streamed[v] += (double)bytes * PRODUCTS * (double)done;
+        }
+    const double gbs_a = streamed[0] / seconds[0] / 1e9, gbs_b = streamed[1] / seconds[1] / 1e9;
+    printf("%s, %d thread%s, %d token%s: A %.2f GB/s, B %.2f GB/s, B/A %.3f\n", moe_dtype_name((moe_dtype)dt), threads,
+           threads > 1 ? "s" : "", n, n > 1 ? "s" : "", gbs_a, gbs_b, gbs_b / gbs_a);
+    moe_act_free(&a);
+    free(src);
+    free(x);
+    free(y);
+    free(w);
+    return 0;
+}
