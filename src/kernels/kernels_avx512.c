@@ -285,8 +285,15 @@ static inline __attribute__((always_inline)) void q8_group(const moe_mm *mm, con
     for (int t = 0; t < T; t++) acc01[t] = acc23[t] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = grp + (size_t)b * MOE_Q8_GROUP_BYTES;
-        _mm_prefetch((const char *)blk + PREFETCH_AHEAD, _MM_HINT_T0);
-        _mm_prefetch((const char *)blk + PREFETCH_AHEAD + 64, _MM_HINT_T0);
+        /* One token streams the weights on the hardware prefetcher alone:
+         * the two software prefetches per block made decode 15-30 % slower
+         * on a Zen 4 core, one thread or two (bench/kernel-ab.sh); with two
+         * or three tokens they are worth it. q4 decode keeps its one
+         * prefetch per block: 4-18 % slower without it. */
+        if (T > 1) {
+            _mm_prefetch((const char *)blk + PREFETCH_AHEAD, _MM_HINT_T0);
+            _mm_prefetch((const char *)blk + PREFETCH_AHEAD + 64, _MM_HINT_T0);
+        }
         const __m512 dw = _mm512_castps128_ps512(_mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)blk)));
         const __m512 dw01 = _mm512_permutexvar_ps(spread01, dw), dw23 = _mm512_permutexvar_ps(spread23, dw);
         /* w + 128, unsigned */
