@@ -15,6 +15,7 @@
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <time.h>
 
 #include "kernels/kernels.h"
@@ -23,6 +24,7 @@
 extern const moe_kernels kern_a, kern_b;
 
 enum { ROWS = 1024, COLS = 2048, COPIES = 64, PRODUCTS = 16 };
+#define HUGE ((size_t)2 << 20)
 
 static double now(void) {
     struct timespec t;
@@ -46,7 +48,10 @@ int main(int argc, char **argv) {
     const size_t bytes = moe_tensor_bytes((moe_dtype)dt, ROWS, COLS);
     float *src = malloc((size_t)ROWS * COLS * sizeof(float)), *x = malloc((size_t)n * COLS * sizeof(float));
     float *y = malloc((size_t)PRODUCTS * ROWS * (size_t)n * sizeof(float));
-    uint8_t *w = malloc(bytes * COPIES);
+    /* in 2 MiB pages where the kernel gives them, as moe-cli --no-mmap loads a model */
+    const size_t wbytes = (bytes * COPIES + HUGE - 1) / HUGE * HUGE;
+    uint8_t *w = aligned_alloc(HUGE, wbytes);
+    if (w) madvise(w, wbytes, MADV_HUGEPAGE);
     moe_act a;
     if (!src || !x || !y || !w || moe_act_alloc(&a, x, (size_t)n, COLS)) {
         fprintf(stderr, "kernel_ab: out of memory\n");
