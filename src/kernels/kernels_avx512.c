@@ -33,7 +33,11 @@
  * of 8 reached 445 GOPS (q4) and 330 (q8) on one Zen 5 core, 16 reach 480
  * and 425. */
 #define ROWS16_TILE 16
-#define PREFETCH_AHEAD 4096 /* bytes: weights stream once, so ask for them early */
+/* Bytes ahead: weights stream once, so ask for them early. q4 decode on a
+ * Zen 4 core (bench/kernel-ab.sh, weights in 2 MiB pages): 8 KiB against
+ * 4 KiB 1.01-1.13, 12 KiB 0.96 and 16 KiB 0.92-0.95 of 8; prefill the same
+ * within 2 %. */
+#define PREFETCH_AHEAD 8192
 
 /* The tokens left after the full tiles (1 to TOK_TILE - 1) as one tile:
  * TILE_OF(T) with T a constant, so each size is its own inlined copy with
@@ -286,10 +290,11 @@ static inline __attribute__((always_inline)) void q8_group(const moe_mm *mm, con
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = grp + (size_t)b * MOE_Q8_GROUP_BYTES;
         /* One token streams the weights on the hardware prefetcher alone:
-         * the two software prefetches per block made decode 15-30 % slower
-         * on a Zen 4 core, one thread or two (bench/kernel-ab.sh); with two
-         * or three tokens they are worth it. q4 decode keeps its one
-         * prefetch per block: 4-18 % slower without it. */
+         * without the two software prefetches per block, decode on a Zen 4
+         * core ran 1.11x (weights in 2 MiB pages, as a loaded model) to
+         * 1.25x (4 KiB pages) as fast, one thread or two
+         * (bench/kernel-ab.sh); with two or three tokens they are worth it.
+         * q4 decode keeps its one prefetch per block: 0.86 without it. */
         if (T > 1) {
             _mm_prefetch((const char *)blk + PREFETCH_AHEAD, _MM_HINT_T0);
             _mm_prefetch((const char *)blk + PREFETCH_AHEAD + 64, _MM_HINT_T0);
