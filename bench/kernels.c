@@ -9,9 +9,10 @@
  * token (decode: reported as GB/s of weights streamed) and times TOKENS
  * tokens (default 64; prefill: GOPS, 2 x rows x cols x tokens per second).
  * The weight is cycled through COPIES copies (default 64, ~40-150 MB, in
- * 2 MiB pages) so it comes from memory, as it does in a model, not from cache; -w 1 keeps it
- * in cache and shows what the kernel does with warm weights. Run it pinned to one core (taskset -c 0)
- * on an idle machine.
+ * 2 MiB pages) so it comes from memory, as it does in a model, not from
+ * cache; -w 1 keeps it in cache and shows what the kernel does with warm
+ * weights. Run it pinned to one core (taskset -c 0) on an idle machine; on
+ * a shared one, compare two versions of a kernel with bench/kernel-ab.sh.
  *
  * With AVX-512 VNNI, it first measures the core's int8 peak: independent
  * vpdpbusd (64 multiply-adds each, counted as 128 operations) back to back.
