@@ -89,6 +89,9 @@ typedef struct moe_kernels {
                       int n, int64_t ldv, int d);
     /* gate[i] = silu(gate[i]) * up[i], i < n (moe_swiglu is the reference) */
     void (*swiglu)(float *gate_inout, const float *up, int64_t n);
+    /* attention's softmax before its normalization: s[p] = e^(s[p] - max s),
+     * p < n (n >= 1); returns their sum (moe_softmax_exp is the reference) */
+    float (*softmax_exp)(float *s, int n);
 } moe_kernels;
 
 /* Keys transposed for scores_kt: blocks of MOE_KT_BLOCK keys, each block d
@@ -156,5 +159,6 @@ void moe_weight_row(const moe_weight *w, int64_t row, float *out);
 /* Elementwise helpers of the forward pass. */
 void moe_rmsnorm(float *out, const float *x, const float *weight, int n, float eps);
 void moe_swiglu(float *gate_inout, const float *up, int64_t n); /* gate = silu(gate) * up */
+float moe_softmax_exp(float *s, int n);                          /* see moe_kernels.softmax_exp */
 
 #endif

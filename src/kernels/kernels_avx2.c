@@ -13,6 +13,7 @@
  * tokens on, q4 runs eight rows at a time, transposed (q4_rows8).
  */
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 
 #include "kernels.h"
@@ -30,6 +31,13 @@ static inline float hsum256(__m256 v) {
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     s = _mm_add_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
+}
+
+static inline float hmax256(__m256 v) {
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    return _mm_cvtss_f32(m);
 }
 
 static inline __m128i fold4(__m256i p0, __m256i p1, __m256i p2, __m256i p3) {
@@ -473,6 +481,27 @@ static void swiglu(float *gate, const float *up, int64_t n) {
     if (i < n) moe_swiglu(gate + i, up + i, n - i);
 }
 
+/* e^(s - max s), clamped below at e^-88 (the reference gives 0 there or
+ * ~1e-38: nothing next to the e^0 = 1 of the largest score). */
+static float softmax_exp(float *s, int n) {
+    int p = 0;
+    __m256 vmax = _mm256_set1_ps(-INFINITY);
+    for (; p + 8 <= n; p += 8) vmax = _mm256_max_ps(vmax, _mm256_loadu_ps(s + p));
+    float max = hmax256(vmax);
+    for (; p < n; p++) max = s[p] > max ? s[p] : max;
+    __m256 vsum = _mm256_setzero_ps();
+    p = 0;
+    for (; p + 8 <= n; p += 8) {
+        const __m256 x = _mm256_max_ps(_mm256_set1_ps(-88.0f), _mm256_sub_ps(_mm256_loadu_ps(s + p), _mm256_set1_ps(max)));
+        const __m256 e = exp_clamped(x);
+        _mm256_storeu_ps(s + p, e);
+        vsum = _mm256_add_ps(vsum, e);
+    }
+    float sum = hsum256(vsum);
+    for (; p < n; p++) sum += (s[p] = expf(s[p] - max));
+    return sum;
+}
+
 const moe_kernels moe_kernels_avx2 = {
     .isa = "avx2",
     .mm = {[MOE_F32] = mm_f32, [MOE_F16] = mm_f16, [MOE_BF16] = mm_bf16, [MOE_Q8] = mm_q8, [MOE_Q4] = mm_q4},
@@ -483,4 +512,5 @@ const moe_kernels moe_kernels_avx2 = {
     .scores_kt = scores_kt,
     .wsum_tile = wsum_tile,
     .swiglu = swiglu,
+    .softmax_exp = softmax_exp,
 };

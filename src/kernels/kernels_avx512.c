@@ -22,6 +22,7 @@
  *       token's sum starts from -128 x sum(x).
  */
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 
 #include "kernels.h"
@@ -585,6 +586,24 @@ static void swiglu(float *gate, const float *up, int64_t n) {
     }
 }
 
+/* e^(s - max s) and its sum; the tail through a mask. */
+static float softmax_exp(float *s, int n) {
+    __m512 vmax = _mm512_set1_ps(-INFINITY);
+    for (int p = 0; p < n; p += 16) {
+        const __mmask16 m = n - p >= 16 ? 0xffff : (__mmask16)((1u << (n - p)) - 1);
+        vmax = _mm512_max_ps(vmax, _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), m, s + p));
+    }
+    const __m512 max = _mm512_set1_ps(_mm512_reduce_max_ps(vmax));
+    __m512 sum = _mm512_setzero_ps();
+    for (int p = 0; p < n; p += 16) {
+        const __mmask16 m = n - p >= 16 ? 0xffff : (__mmask16)((1u << (n - p)) - 1);
+        const __m512 e = exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, s + p), max));
+        _mm512_mask_storeu_ps(s + p, m, e);
+        sum = _mm512_add_ps(sum, _mm512_maskz_mov_ps(m, e));
+    }
+    return _mm512_reduce_add_ps(sum);
+}
+
 const moe_kernels moe_kernels_avx512 = {
     .isa = "avx512",
     .mm = {[MOE_F32] = mm_f32, [MOE_F16] = mm_f16, [MOE_BF16] = mm_bf16, [MOE_Q8] = mm_q8, [MOE_Q4] = mm_q4},
@@ -595,4 +614,5 @@ const moe_kernels moe_kernels_avx512 = {
     .scores_kt = scores_kt,
     .wsum_tile = wsum_tile,
     .swiglu = swiglu,
+    .softmax_exp = softmax_exp,
 };

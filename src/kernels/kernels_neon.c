@@ -281,4 +281,5 @@ const moe_kernels moe_kernels_neon = {
     .wsum_tile = wsum_tile,
     .scores_kt = scores_kt,
     .swiglu = moe_swiglu,
+    .softmax_exp = moe_softmax_exp,
 };

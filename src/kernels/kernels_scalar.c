@@ -141,4 +141,5 @@ const moe_kernels moe_kernels_scalar = {
     .wsum_tile = wsum_tile,
     .scores_kt = scores_kt,
     .swiglu = moe_swiglu,
+    .softmax_exp = moe_softmax_exp,
 };

@@ -276,6 +276,13 @@ void moe_rmsnorm(float *out, const float *x, const float *weight, int n, float e
     for (int i = 0; i < n; i++) out[i] = x[i] * scale * weight[i];
 }
 
+float moe_softmax_exp(float *s, int n) {
+    float max = -INFINITY, sum = 0;
+    for (int p = 0; p < n; p++) max = s[p] > max ? s[p] : max;
+    for (int p = 0; p < n; p++) sum += (s[p] = expf(s[p] - max));
+    return sum;
+}
+
 void moe_swiglu(float *gate_inout, const float *up, int64_t n) {
     for (int64_t i = 0; i < n; i++) {
         float g = gate_inout[i];

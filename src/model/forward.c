@@ -326,12 +326,7 @@ static void clamp(float *v, size_t n, float lim) {
 
 /* s[p] = exp(s[p] - max s); returns 1 / sum s, the normalization the
  * weighted sum of values applies once at its end. */
-static float softmax_unnormalized(float *s, int n) {
-    float max = -INFINITY, sum = 0;
-    for (int p = 0; p < n; p++) max = s[p] > max ? s[p] : max;
-    for (int p = 0; p < n; p++) sum += (s[p] = expf(s[p] - max));
-    return 1.0f / sum;
-}
+static float softmax_unnormalized(const moe_ctx *c, float *s, int n) { return 1.0f / c->kern->softmax_exp(s, n); }
 
 /* Where attention finds its operands: query (t, h) at q + t * ldq_t +
  * h * ldq_h; the keys of KV head g at k + g * kv_off, rows ldk apart, d_k
@@ -357,7 +352,7 @@ static void attend_each(moe_ctx *c, const attn_layout *a, int n_tok) {
             const int64_t kv = h / a->group * a->kv_off;
             const int n_pos = c->pos + t + 1;
             c->kern->dots(s, a->q + t * a->ldq_t + h * a->ldq_h, a->k + kv, n_pos, a->ldk, a->d_k, c->attn_scale);
-            const float inv_sum = softmax_unnormalized(s, n_pos);
+            const float inv_sum = softmax_unnormalized(c, s, n_pos);
             c->kern->wsum(a->out + t * a->ldo_t + h * a->ldo_h, s, inv_sum, a->v + kv, n_pos, a->ldv, a->d_v);
         }
     }
@@ -393,7 +388,7 @@ static void attend_batch(moe_ctx *c, const attn_layout *a, int n_tok) {
                 for (int i = 0; i < nq; i++) {
                     float *si = s + (size_t)i * c->ld_scores;
                     const int n_pos = c->pos + t0 + i + 1;
-                    inv_sum[i] = softmax_unnormalized(si, n_pos);
+                    inv_sum[i] = softmax_unnormalized(c, si, n_pos);
                     for (int p = n_pos; p < n_last; p++) si[p] = 0.0f;
                 }
                 float *o = a->out + t0 * a->ldo_t + h * a->ldo_h;

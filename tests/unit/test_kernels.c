@@ -275,6 +275,35 @@ static void test_swiglu(const moe_kernels *k, unsigned *seed) {
     }
 }
 
+/* softmax_exp against double precision (the scalar reference) and against
+ * the scalar kernel (SIMD): every tail length, long rows, scores far below
+ * the maximum (some -inf, as a masked position would be), the maximum
+ * anywhere in the row, rows of only negative scores. */
+static void test_softmax_exp(const moe_kernels *k, unsigned *seed) {
+    enum { N = 1031 };
+    static float s[N], want[N];
+    for (int n = 1; n <= N; n += n < 70 ? 1 : 137) {
+        const float shift = n % 2 ? 0.0f : -100.0f; /* every score negative in half the rows */
+        for (int i = 0; i < n; i++) {
+            s[i] = shift + (i % 13 == 7 ? -200.0f : 30 * rnd(seed));
+            if (i % 29 == 11) s[i] = -INFINITY;
+        }
+        s[(int)((rnd(seed) * 0.5f + 0.5f) * (float)n) % n] = shift + 40.0f; /* the maximum, somewhere */
+        memcpy(want, s, sizeof(float) * (size_t)n);
+        double max = -INFINITY, exact = 0;
+        for (int i = 0; i < n; i++) max = want[i] > max ? want[i] : max;
+        for (int i = 0; i < n; i++) exact += exp((double)want[i] - max);
+        const float ref = moe_softmax_exp(want, n);
+        CHECK(fabs(ref - exact) <= 1e-6 * exact, "moe_softmax_exp n=%d: sum %g, exactly %g", n, ref, exact);
+        if (k == &moe_kernels_scalar) continue;
+        const float got = k->softmax_exp(s, n);
+        int bad = 0;
+        for (int i = 0; i < n; i++) bad += !(fabs(s[i] - want[i]) <= 1e-6 * want[i] + 1e-30);
+        CHECK(bad == 0 && fabs(got - ref) <= 1e-6 * ref, "%s softmax_exp n=%d: %d values differ from scalar, sum %g against %g",
+              k->isa, n, bad, got, ref);
+    }
+}
+
 static void test_attention_ops(const moe_kernels *k, unsigned *seed) {
     enum { MAXD = 200, MAXP = 37, LD = MAXD + 3 };
     static float q[MAXD], kv[MAXP * LD], s[MAXP], o[MAXD + 1];
@@ -429,12 +458,14 @@ int main(void) {
 
     /* attention's inner loops, every ISA */
     test_attention_ops(&moe_kernels_scalar, &seed);
+    test_softmax_exp(&moe_kernels_scalar, &seed);
     test_scores_kt(&moe_kernels_scalar, &seed);
     for (int i = 0; i < N_SIMD; i++)
         if (simd[i]) {
             test_attention_ops(simd[i], &seed);
             test_scores_kt(simd[i], &seed);
             test_swiglu(simd[i], &seed);
+            test_softmax_exp(simd[i], &seed);
             test_wsum_tile(simd[i], &seed);
         }
 
