@@ -52,8 +52,9 @@ double moe_measure_read_bandwidth(size_t bytes, int n_threads, int reps) {
     bytes = bytes / (4096 * (size_t)n_threads) * (4096 * (size_t)n_threads);
     /* In 2 MiB pages, as a loaded model's weights are (moe-cli --no-mmap,
      * and the page cache's large folios when mapped): in 4 KiB pages each
-     * page costs a walk, nested under a VM's hypervisor, and this VM read
-     * 10-25 % less on one thread that way, which overstated every bw %. */
+     * page costs a walk, nested under a VM's hypervisor: this VM read 3-23 %
+     * less on one thread that way and 6-10 % on two, which overstated every
+     * bw %. */
     const size_t huge = (size_t)2 << 20, alloc = (bytes + huge - 1) / huge * huge;
     uint8_t *buf = aligned_alloc(huge, alloc);
     if (!buf) return 0;
