@@ -15,22 +15,14 @@
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/mman.h>
-#include <time.h>
 
+#include "bench_util.h"
 #include "kernels/kernels.h"
 #include "quant/quant.h"
 
 extern const moe_kernels kern_a, kern_b;
 
 enum { ROWS = 1024, COLS = 2048, COPIES = 64, PRODUCTS = 16 };
-#define HUGE ((size_t)2 << 20)
-
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 static float rnd(unsigned *s) {
     *s = *s * 1664525u + 1013904223u;
@@ -48,10 +40,7 @@ int main(int argc, char **argv) {
     const size_t bytes = moe_tensor_bytes((moe_dtype)dt, ROWS, COLS);
     float *src = malloc((size_t)ROWS * COLS * sizeof(float)), *x = malloc((size_t)n * COLS * sizeof(float));
     float *y = malloc((size_t)PRODUCTS * ROWS * (size_t)n * sizeof(float));
-    /* in 2 MiB pages where the kernel gives them, as moe-cli --no-mmap loads a model */
-    const size_t wbytes = (bytes * COPIES + HUGE - 1) / HUGE * HUGE;
-    uint8_t *w = aligned_alloc(HUGE, wbytes);
-    if (w) madvise(w, wbytes, MADV_HUGEPAGE);
+    uint8_t *w = bench_alloc_huge(bytes * COPIES);
     moe_act a;
     if (!src || !x || !y || !w || moe_act_alloc(&a, x, (size_t)n, COLS)) {
         fprintf(stderr, "kernel_ab: out of memory\n");
@@ -70,20 +59,13 @@ int main(int argc, char **argv) {
     long calls = 0;
     for (int r = 0; r < rounds; r++)
         for (int v = 0; v < 2; v++) {
-            const double t0 = now();
+            const double t0 = bench_now();
             double t1 = t0;
             long done = 0;
             while (t1 - t0 < 0.1) {
-                moe_weight wt[PRODUCTS];
-                moe_mm mm[PRODUCTS];
-                for (int p = 0; p < PRODUCTS; p++) {
-                    wt[p] = (moe_weight){w + bytes * (size_t)((calls * PRODUCTS + p) % COPIES), (moe_dtype)dt, ROWS, COLS};
-                    mm[p] = (moe_mm){y + (size_t)p * ROWS * (size_t)n, ROWS, &wt[p], &a, NULL, n};
-                }
-                moe_matmul_run(kern[v], mm, PRODUCTS);
-                calls++;
+                bench_decode_call(kern[v], (moe_dtype)dt, w, bytes, COPIES, ROWS, COLS, &a, y, PRODUCTS, calls++);
                 done++;
-                t1 = now();
+                t1 = bench_now();
             }
             seconds[v] += t1 - t0;
             streamed[v] += (double)bytes * PRODUCTS * (double)done;

@@ -34,19 +34,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <time.h>
 
+#include "bench_util.h"
 #include "kernels/kernels.h"
 #include "quant/quant.h"
 
 #define COPIES 64 /* the most copies, and the default */
-
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
+_Static_assert(COPIES <= BENCH_MAX_PRODUCTS, "-e PRODUCTS is checked against COPIES");
 
 static moe_act act_new(float *x, int n, int64_t cols) {
     moe_act a;
@@ -67,7 +61,7 @@ __attribute__((target("avx512f,avx512vnni"))) static double int8_peak_gops(doubl
     for (int i = 0; i < 12; i++) acc[i] = _mm512_set1_epi32(i);
     const long per_round = 1 << 20;
     long rounds = 0;
-    const double t0 = now();
+    const double t0 = bench_now();
     double t1 = t0;
     do {
         for (long r = 0; r < per_round; r++) {
@@ -75,7 +69,7 @@ __attribute__((target("avx512f,avx512vnni"))) static double int8_peak_gops(doubl
             __asm__ volatile("" : "+v"(w)); /* keeps the loop from being folded */
         }
         rounds++;
-        t1 = now();
+        t1 = bench_now();
     } while (t1 - t0 < seconds);
     __m512i sum = acc[0];
     for (int i = 1; i < 12; i++) sum = _mm512_add_epi32(sum, acc[i]);
@@ -91,40 +85,18 @@ static double driver_decode_gbs(const moe_kernels *k, moe_dtype dt, const uint8_
     omp_set_num_threads(threads);
     moe_act a = act_new(x, 1, cols);
     if (moe_dtype_is_quant(dt)) moe_act_quantize(k, &a);
-    moe_weight wt[COPIES];
-    moe_mm mm[COPIES];
     float *y = malloc((size_t)products * (size_t)rows * sizeof(float));
     long calls = 0;
-    const double t0 = now();
+    const double t0 = bench_now();
     double t1 = t0;
     while (iters_fixed ? calls * products < iters_fixed : t1 - t0 < seconds) {
-        for (int p = 0; p < products; p++) {
-            wt[p] = (moe_weight){w + bytes * (size_t)((calls * products + p) % COPIES), dt, rows, cols};
-            mm[p] = (moe_mm){y + (size_t)p * (size_t)rows, rows, &wt[p], &a, NULL, 1};
-        }
-        moe_matmul_run(k, mm, products);
-        calls++;
-        t1 = now();
+        bench_decode_call(k, dt, w, bytes, COPIES, rows, cols, &a, y, products, calls++);
+        t1 = bench_now();
     }
     free(y);
     moe_act_free(&a);
     omp_set_num_threads(1);
     return (double)bytes * (double)(calls * products) / (t1 - t0) / 1e9;
-}
-
-/* Room for COPIES copies of a weight of `bytes`, in 2 MiB pages where the
- * kernel gives them, as a model loaded with --no-mmap (and a mapped one in
- * large page-cache folios) has them: in 4 KiB pages this VM streamed the
- * weights up to 25 % slower, and software prefetch changed its worth. */
-static uint8_t *weight_copies(size_t bytes) {
-    const size_t huge = (size_t)2 << 20, total = (bytes * COPIES + huge - 1) / huge * huge;
-    uint8_t *w = aligned_alloc(huge, total);
-    if (!w) {
-        fprintf(stderr, "moe-bench-kernels: out of memory\n");
-        exit(1);
-    }
-    madvise(w, total, MADV_HUGEPAGE);
-    return w;
 }
 
 int main(int argc, char **argv) {
@@ -174,7 +146,11 @@ int main(int argc, char **argv) {
             const moe_dtype dt = types[d];
             if (only >= 0 && (int)dt != only) continue;
             const size_t bytes = moe_tensor_bytes(dt, (uint64_t)rows, (uint64_t)cols);
-            uint8_t *w = weight_copies(bytes);
+            uint8_t *w = bench_alloc_huge(bytes * COPIES);
+            if (!w) {
+                fprintf(stderr, "moe-bench-kernels: out of memory\n");
+                return 1;
+            }
             for (int c = 0; c < COPIES; c++) moe_quantize(dt, src, rows, cols, w + bytes * c);
             double result[2];
             for (int pass = 0; pass < 2; pass++) {
@@ -182,14 +158,14 @@ int main(int argc, char **argv) {
                 moe_act a = act_new(x, n, cols);
                 if (moe_dtype_is_quant(dt)) moe_act_quantize(k, &a);
                 long iters = 0;
-                const double t0 = now();
+                const double t0 = bench_now();
                 double t1 = t0;
                 while (iters_fixed ? iters < iters_fixed : t1 - t0 < seconds) {
                     moe_weight wt = {w + bytes * (size_t)(iters % copies), dt, rows, cols};
                     moe_mm mm = {y, rows, &wt, &a, NULL, n};
                     k->mm[dt](&mm, 0, rows);
                     iters++;
-                    t1 = now();
+                    t1 = bench_now();
                 }
                 result[pass] = pass ? 2.0 * rows * cols * n * iters / (t1 - t0) / 1e9 : bytes * iters / (t1 - t0) / 1e9;
                 moe_act_free(&a);

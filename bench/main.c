@@ -35,9 +35,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "bench_util.h"
 #include "membw.h"
 #include "text/tokenizer.h"
 #include "util/error.h"
@@ -155,12 +155,6 @@ static void drop_file_pages(const char *path, int *said) {
     }
 }
 
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + t.tv_nsec * 1e-9;
-}
-
 static void cpu_name(char *buf, size_t n) {
     snprintf(buf, n, "unknown");
     FILE *f = fopen("/proc/cpuinfo", "r");
@@ -228,14 +222,14 @@ static void token_stream(int32_t *tokens, int n, int32_t n_vocab, uint64_t run, 
 /* One timed run of a test; returns seconds or <0 with err. */
 static double run_once(moe_ctx *c, int pp, int n, const int32_t *tokens, moe_error *err) {
     moe_ctx_reset(c);
-    const double t0 = now();
+    const double t0 = bench_now();
     if (pp) {
         if (moe_eval(c, tokens, n, NULL, err)) return -1;
     } else {
         for (int i = 0; i < n; i++)
             if (moe_eval(c, &tokens[i], 1, NULL, err)) return -1;
     }
-    return now() - t0;
+    return bench_now() - t0;
 }
 
 typedef struct bench_env {

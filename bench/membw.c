@@ -8,8 +8,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
+#include "bench_util.h"
 #include "membw.h"
 
 #if defined(__x86_64__)
@@ -50,15 +50,11 @@ static uint64_t read_span(const uint8_t *p, size_t n) {
 double moe_measure_read_bandwidth(size_t bytes, int n_threads, int reps) {
     if (n_threads < 1) n_threads = omp_get_max_threads();
     bytes = bytes / (4096 * (size_t)n_threads) * (4096 * (size_t)n_threads);
-    /* In 2 MiB pages, as a loaded model's weights are (moe-cli --no-mmap,
-     * and the page cache's large folios when mapped): in 4 KiB pages each
-     * page costs a walk, nested under a VM's hypervisor: this VM read 3-23 %
-     * less on one thread that way and 6-10 % on two, which overstated every
-     * bw %. */
-    const size_t huge = (size_t)2 << 20, alloc = (bytes + huge - 1) / huge * huge;
-    uint8_t *buf = aligned_alloc(huge, alloc);
+    /* In 2 MiB pages, as the weights are: in 4 KiB pages each page costs a
+     * walk, nested under a VM's hypervisor, and this VM read 3-23 % less on
+     * one thread and 6-10 % on two, which overstated every bw %. */
+    uint8_t *buf = bench_alloc_huge(bytes);
     if (!buf) return 0;
-    madvise(buf, alloc, MADV_HUGEPAGE);
     /* Distinct values, written by the threads that will read them (first touch). */
     #pragma omp parallel for schedule(static) num_threads(n_threads)
     for (size_t i = 0; i < bytes / 8; i++) ((uint64_t *)buf)[i] = i * 0x9e3779b97f4a7c15ull;

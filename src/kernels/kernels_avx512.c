@@ -576,10 +576,13 @@ static inline __m512 exp512(__m512 x) {
     return _mm512_scalef_ps(p, n);
 }
 
+/* The lanes of the first min(n, 16) of 16 values: a row's tail. */
+static inline __mmask16 first_lanes(int64_t n) { return n >= 16 ? 0xffff : (__mmask16)((1u << n) - 1); }
+
 /* silu(g) u = g u / (1 + e^-g); the tail through a mask. */
 static void swiglu(float *gate, const float *up, int64_t n) {
     for (int64_t i = 0; i < n; i += 16) {
-        const __mmask16 m = n - i >= 16 ? 0xffff : (__mmask16)((1u << (n - i)) - 1);
+        const __mmask16 m = first_lanes(n - i);
         const __m512 g = _mm512_maskz_loadu_ps(m, gate + i);
         const __m512 den = _mm512_add_ps(_mm512_set1_ps(1.0f), exp512(_mm512_sub_ps(_mm512_setzero_ps(), g)));
         _mm512_mask_storeu_ps(gate + i, m, _mm512_div_ps(_mm512_mul_ps(g, _mm512_maskz_loadu_ps(m, up + i)), den));
@@ -590,13 +593,13 @@ static void swiglu(float *gate, const float *up, int64_t n) {
 static float softmax_exp(float *s, int n) {
     __m512 vmax = _mm512_set1_ps(-INFINITY);
     for (int p = 0; p < n; p += 16) {
-        const __mmask16 m = n - p >= 16 ? 0xffff : (__mmask16)((1u << (n - p)) - 1);
+        const __mmask16 m = first_lanes(n - p);
         vmax = _mm512_max_ps(vmax, _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), m, s + p));
     }
     const __m512 max = _mm512_set1_ps(_mm512_reduce_max_ps(vmax));
     __m512 sum = _mm512_setzero_ps();
     for (int p = 0; p < n; p += 16) {
-        const __mmask16 m = n - p >= 16 ? 0xffff : (__mmask16)((1u << (n - p)) - 1);
+        const __mmask16 m = first_lanes(n - p);
         const __m512 e = exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, s + p), max));
         _mm512_mask_storeu_ps(s + p, m, e);
         sum = _mm512_add_ps(sum, _mm512_maskz_mov_ps(m, e));
