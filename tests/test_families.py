@@ -50,6 +50,8 @@ FAMILIES = ("mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "deepseek_v2", "deepse
 SEEDS = {"mixtral": 105, "qwen2_moe": 202, "qwen3_moe": 308, "olmoe": 408, "deepseek_v2": 2, "deepseek_v3": 54}
 PROMPT_LEN = 20
 N_GEN = 16
+LONG_PROMPT_LEN = 150   # decode attention over more than two of its 64-position blocks
+LONG_N_GEN = 6
 TOL_LOGITS = {"f32": 1e-3, "bf16": 1e-2}
 TOL_CACHE = 1e-4
 MIN_GAP = 1e-3      # decision margins (logit units) below this are flagged
@@ -212,12 +214,42 @@ def runtime_case(args, family, dtype, shards):
         line += f"; {what} rel err {rel2:.3g} (tol {TOL_CACHE:g}, {details2})"
         if not ok2:
             problems.append(f"{what} over tolerance: {details2}")
+    if dtype == "f32":
+        long_problems, long_line = long_decode_checks(args, family, moe, vocab)
+        problems += long_problems
+        line += "; " + long_line
     line += f"; {margin_note(stats)}"
     if family.startswith("deepseek"):
         problems += deepseek_checks(args, hf, moe)
     if problems:
         raise CaseFailure(line + "\n    " + "\n    ".join(problems))
     return line
+
+
+def long_decode_checks(args, family, moe, vocab):
+    """Decoding at 150-156 positions must equal a prefill of the same tokens.
+    Decode attention reads the cache in blocks of 64 positions, each thread
+    its own run of them, and merges the runs: one thread takes three blocks
+    (its running softmax rescaled as the maximum grows), three threads one
+    each, merged. Prefill attention is separate code."""
+    rng = np.random.default_rng(SEEDS[family] + 2000)
+    prompt = [int(t) for t in rng.integers(0, vocab, LONG_PROMPT_LEN)]
+    P, N = LONG_PROMPT_LEN, LONG_N_GEN
+    problems, notes = [], []
+    for threads in ("1", "3"):
+        base = moe + f".long-t{threads}"
+        stdout = run([args.cli, "run", "-m", moe, "--tokens", ",".join(map(str, prompt)), "-n", str(N),
+                      "-t", threads, "--logits-out", base + ".X.bin"], f"moe-cli run -t {threads} (long)")
+        ids = reference.parse_tokens(last_line(stdout))
+        X = read_logits(base + ".X.bin", vocab, P + N, "moe-cli --logits-out (long)")
+        run([args.cli, "run", "-m", moe, "--tokens", ",".join(map(str, prompt + ids)), "-n", "0", "-t", threads,
+             "--logits-out", base + ".Y.bin"], f"moe-cli run -n 0 -t {threads} (long)")
+        Y = read_logits(base + ".Y.bin", vocab, P + N, "moe-cli -n 0 --logits-out (long)")
+        ok, rel, details = compare(X, Y, TOL_CACHE, P)
+        notes.append(f"{P}-token decode, {threads} thread(s), vs prefill rel err {rel:.3g}")
+        if not ok:
+            problems.append(f"{P}-token decode with -t {threads} vs prefill over tolerance: {details}")
+    return problems, "; ".join(notes)
 
 
 def deepseek_checks(args, hf, moe):

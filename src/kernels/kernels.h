@@ -69,14 +69,11 @@ typedef struct moe_kernels {
     const char *isa;
     moe_mm_kernel mm[MOE_DTYPE_COUNT];
     moe_quantize_act_fn quantize_act;
-    /* attention's inner loops, over the n cached positions of one head:
-     * dot: sum a[i] b[i] (i < n);
-     * dots: s[p] = scale * dot(q, k_p, d), k_p = k + p * ldk;
-     * wsum: o = scale * sum_p s[p] v_p (d values), v_p = v + p * ldv, the
-     *       output kept in registers over all positions. */
+    /* decode attention's inner loops, per cached position and head:
+     * dot: sum a[i] b[i] (i < n), a query against a key;
+     * axpy: y[i] += a x[i] (i < n), a value into a head's output. */
     float (*dot)(const float *a, const float *b, int n);
-    void (*dots)(float *s, const float *q, const float *k, int n, int64_t ldk, int d, float scale);
-    void (*wsum)(float *o, const float *s, float scale, const float *v, int n, int64_t ldv, int d);
+    void (*axpy)(float *y, float a, const float *x, int n);
     /* prefill's scores: nq (1..4) queries q_i = q + i * ldq against keys
      * stored transposed in blocks of MOE_KT_BLOCK (see moe_kt_index), all
      * blocks that hold keys below n: s[i * lds + p] = scale * q_i . k_p

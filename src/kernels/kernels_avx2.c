@@ -317,35 +317,16 @@ static float dot(const float *a, const float *b, int n) {
     return s;
 }
 
-static void dots(float *s, const float *q, const float *k, int n, int64_t ldk, int d, float scale) {
-    for (int p = 0; p < n; p++) s[p] = dot(q, k + (size_t)p * (size_t)ldk, d) * scale;
-}
-
-/* 64 columns at a time in eight registers, then 8, then one by one. */
-static void wsum(float *o, const float *s, float scale, const float *v, int n, int64_t ldv, int d) {
-    const __m256 vscale = _mm256_set1_ps(scale);
-    int c = 0;
-    for (; c + 64 <= d; c += 64) {
-        __m256 acc[8];
-        for (int j = 0; j < 8; j++) acc[j] = _mm256_setzero_ps();
-        for (int p = 0; p < n; p++) {
-            const __m256 sp = _mm256_broadcast_ss(s + p);
-            const float *row = v + (size_t)p * (size_t)ldv + c;
-            for (int j = 0; j < 8; j++) acc[j] = _mm256_fmadd_ps(sp, _mm256_loadu_ps(row + 8 * j), acc[j]);
-        }
-        for (int j = 0; j < 8; j++) _mm256_storeu_ps(o + c + 8 * j, _mm256_mul_ps(acc[j], vscale));
-    }
-    for (; c + 8 <= d; c += 8) {
-        __m256 acc = _mm256_setzero_ps();
-        for (int p = 0; p < n; p++) acc = _mm256_fmadd_ps(_mm256_broadcast_ss(s + p), _mm256_loadu_ps(v + (size_t)p * (size_t)ldv + c), acc);
-        _mm256_storeu_ps(o + c, _mm256_mul_ps(acc, vscale));
-    }
-    moe_wsum_columns(o, s, scale, v, n, ldv, c, d);
+static void axpy(float *y, float a, const float *x, int n) {
+    const __m256 va = _mm256_set1_ps(a);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] += a * x[i];
 }
 
 /* NQ queries over 16 columns of V at a time (eight accumulators at most):
  * each value row's two vectors are loaded once for all queries. The last
- * d % 8 columns go through wsum per query. */
+ * d % 8 columns go one at a time per query. */
 static inline __attribute__((always_inline)) void wsum_tile_of(float *o, int64_t ldo, const float *s, int64_t lds,
                                                                const float *scale, const int NQ, const float *v, int n,
                                                                int64_t ldv, int d) {
@@ -507,8 +488,7 @@ const moe_kernels moe_kernels_avx2 = {
     .mm = {[MOE_F32] = mm_f32, [MOE_F16] = mm_f16, [MOE_BF16] = mm_bf16, [MOE_Q8] = mm_q8, [MOE_Q4] = mm_q4},
     .quantize_act = quantize_act,
     .dot = dot,
-    .dots = dots,
-    .wsum = wsum,
+    .axpy = axpy,
     .scores_kt = scores_kt,
     .wsum_tile = wsum_tile,
     .swiglu = swiglu,

@@ -58,6 +58,9 @@
     } while (0)
 _Static_assert(TOK_TILE == 8, "LEFTOVER_TILE covers 1..7");
 
+/* The lanes of the first min(n, 16) of 16 values: a row's tail. */
+static inline __mmask16 first_lanes(int64_t n) { return n >= 16 ? 0xffff : (__mmask16)((1u << n) - 1); }
+
 static inline const float *act_row(const moe_mm *mm, int j) {
     return mm->a->x + (size_t)(mm->idx ? mm->idx[j] : j) * (size_t)mm->a->cols;
 }
@@ -441,44 +444,29 @@ static void mm_f16(const moe_mm *mm, int64_t r0, int64_t r1) { mm_float(mm, r0, 
 static void mm_bf16(const moe_mm *mm, int64_t r0, int64_t r1) { mm_float(mm, r0, r1, MOE_BF16); }
 
 static float dot(const float *a, const float *b, int n) {
-    __m512 s = _mm512_setzero_ps();
+    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
     int i = 0;
-    for (; i + 16 <= n; i += 16) s = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s);
-    const __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
-    s = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), s);
-    return _mm512_reduce_add_ps(s);
+    for (; i + 32 <= n; i += 32) {
+        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
+        s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), s1);
+    }
+    for (; i + 16 <= n; i += 16) s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
+    const __mmask16 m = first_lanes(n - i);
+    s1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), s1);
+    return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
 }
 
-static void dots(float *s, const float *q, const float *k, int n, int64_t ldk, int d, float scale) {
-    for (int p = 0; p < n; p++) s[p] = dot(q, k + (size_t)p * (size_t)ldk, d) * scale;
-}
-
-/* 128 columns at a time in eight registers, then 16 (the last masked). */
-static void wsum(float *o, const float *s, float scale, const float *v, int n, int64_t ldv, int d) {
-    const __m512 vscale = _mm512_set1_ps(scale);
-    int c = 0;
-    for (; c + 128 <= d; c += 128) {
-        __m512 acc[8];
-        for (int j = 0; j < 8; j++) acc[j] = _mm512_setzero_ps();
-        for (int p = 0; p < n; p++) {
-            const __m512 sp = _mm512_set1_ps(s[p]);
-            const float *row = v + (size_t)p * (size_t)ldv + c;
-            for (int j = 0; j < 8; j++) acc[j] = _mm512_fmadd_ps(sp, _mm512_loadu_ps(row + 16 * j), acc[j]);
-        }
-        for (int j = 0; j < 8; j++) _mm512_storeu_ps(o + c + 16 * j, _mm512_mul_ps(acc[j], vscale));
-    }
-    for (; c < d; c += 16) {
-        const __mmask16 m = (__mmask16)(d - c >= 16 ? 0xffff : (1u << (d - c)) - 1);
-        __m512 acc = _mm512_setzero_ps();
-        for (int p = 0; p < n; p++)
-            acc = _mm512_fmadd_ps(_mm512_set1_ps(s[p]), _mm512_maskz_loadu_ps(m, v + (size_t)p * (size_t)ldv + c), acc);
-        _mm512_mask_storeu_ps(o + c, m, _mm512_mul_ps(acc, vscale));
-    }
+static void axpy(float *y, float a, const float *x, int n) {
+    const __m512 va = _mm512_set1_ps(a);
+    int i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, _mm512_fmadd_ps(va, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i)));
+    const __mmask16 m = first_lanes(n - i);
+    _mm512_mask_storeu_ps(y + i, m, _mm512_fmadd_ps(va, _mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, y + i)));
 }
 
 /* NQ queries over 64 columns of V at a time: each value row's four vectors
- * are loaded once for all queries (wsum per query re-read V from L2 for
- * every query, which bound it: about 5 % of a q4 OLMoE prefill). */
+ * are loaded once for all queries (a weighted sum per query re-read V from
+ * L2 for every query, which bound it: about 5 % of a q4 OLMoE prefill). */
 static inline __attribute__((always_inline)) void wsum_tile_of(float *o, int64_t ldo, const float *s, int64_t lds,
                                                                const float *scale, const int NQ, const float *v, int n,
                                                                int64_t ldv, int d) {
@@ -576,9 +564,6 @@ static inline __m512 exp512(__m512 x) {
     return _mm512_scalef_ps(p, n);
 }
 
-/* The lanes of the first min(n, 16) of 16 values: a row's tail. */
-static inline __mmask16 first_lanes(int64_t n) { return n >= 16 ? 0xffff : (__mmask16)((1u << n) - 1); }
-
 /* silu(g) u = g u / (1 + e^-g); the tail through a mask. */
 static void swiglu(float *gate, const float *up, int64_t n) {
     for (int64_t i = 0; i < n; i += 16) {
@@ -612,8 +597,7 @@ const moe_kernels moe_kernels_avx512 = {
     .mm = {[MOE_F32] = mm_f32, [MOE_F16] = mm_f16, [MOE_BF16] = mm_bf16, [MOE_Q8] = mm_q8, [MOE_Q4] = mm_q4},
     .quantize_act = quantize_act,
     .dot = dot,
-    .dots = dots,
-    .wsum = wsum,
+    .axpy = axpy,
     .scores_kt = scores_kt,
     .wsum_tile = wsum_tile,
     .swiglu = swiglu,

@@ -16,7 +16,7 @@
  *
  * f32/f16/bf16: four rows at a time share each load of the activations; f16
  * is widened with FCVTL (vcvt_f32_f16), bf16 by a shift into the high half.
- * dot/dots/wsum (attention) are plain four-lane FMA loops.
+ * dot, axpy and wsum_tile (attention) are plain four-lane FMA loops.
  */
 #include <arm_neon.h>
 #include <string.h>
@@ -184,8 +184,10 @@ static float dot(const float *a, const float *b, int n) {
     return s;
 }
 
-static void dots(float *s, const float *q, const float *k, int n, int64_t ldk, int d, float scale) {
-    for (int p = 0; p < n; p++) s[p] = dot(q, k + (size_t)p * (size_t)ldk, d) * scale;
+static void axpy(float *y, float a, const float *x, int n) {
+    int i = 0;
+    for (; i + 4 <= n; i += 4) vst1q_f32(y + i, vfmaq_n_f32(vld1q_f32(y + i), vld1q_f32(x + i), a));
+    for (; i < n; i++) y[i] += a * x[i];
 }
 
 /* 32 columns at a time in eight registers, then 4, then one by one. */
@@ -265,7 +267,7 @@ static void quantize_act(moe_act *a, int t0, int t1) {
     }
 }
 
-/* wsum per query (V re-read for each; not measured on NEON hardware). */
+/* One query at a time (V re-read for each; not measured on NEON hardware). */
 static void wsum_tile(float *o, int64_t ldo, const float *s, int64_t lds, const float *scale, int nq, const float *v,
                       int n, int64_t ldv, int d) {
     for (int i = 0; i < nq; i++) wsum(o + i * ldo, s + i * lds, scale[i], v, n, ldv, d);
@@ -276,8 +278,7 @@ const moe_kernels moe_kernels_neon = {
     .mm = {[MOE_F32] = mm_f32, [MOE_F16] = mm_f16, [MOE_BF16] = mm_bf16, [MOE_Q8] = mm_q8, [MOE_Q4] = mm_q4},
     .quantize_act = quantize_act,
     .dot = dot,
-    .dots = dots,
-    .wsum = wsum,
+    .axpy = axpy,
     .wsum_tile = wsum_tile,
     .scores_kt = scores_kt,
     .swiglu = moe_swiglu,

@@ -26,12 +26,8 @@ static float dot_f32(const float *a, const float *b, int64_t n) {
 
 static float dot(const float *a, const float *b, int n) { return dot_f32(a, b, n); }
 
-static void dots(float *s, const float *q, const float *k, int n, int64_t ldk, int d, float scale) {
-    for (int p = 0; p < n; p++) s[p] = dot_f32(q, k + (size_t)p * (size_t)ldk, d) * scale;
-}
-
-static void wsum(float *o, const float *s, float scale, const float *v, int n, int64_t ldv, int d) {
-    moe_wsum_columns(o, s, scale, v, n, ldv, 0, d);
+static void axpy(float *y, float a, const float *x, int n) {
+    for (int i = 0; i < n; i++) y[i] += a * x[i];
 }
 
 static void scores_kt(float *s, int64_t lds, const float *q, int64_t ldq, int nq, const float *kt, int n, int d,
@@ -125,10 +121,10 @@ static void quantize_act(moe_act *a, int t0, int t1) {
     }
 }
 
-/* The reference: wsum per query. */
+/* The reference: one query at a time. */
 static void wsum_tile(float *o, int64_t ldo, const float *s, int64_t lds, const float *scale, int nq, const float *v,
                       int n, int64_t ldv, int d) {
-    for (int i = 0; i < nq; i++) wsum(o + i * ldo, s + i * lds, scale[i], v, n, ldv, d);
+    for (int i = 0; i < nq; i++) moe_wsum_columns(o + i * ldo, s + i * lds, scale[i], v, n, ldv, 0, d);
 }
 
 const moe_kernels moe_kernels_scalar = {
@@ -136,8 +132,7 @@ const moe_kernels moe_kernels_scalar = {
     .mm = {[MOE_F32] = mm_f32, [MOE_F16] = mm_half, [MOE_BF16] = mm_half, [MOE_Q8] = mm_quant, [MOE_Q4] = mm_quant},
     .quantize_act = quantize_act,
     .dot = dot,
-    .dots = dots,
-    .wsum = wsum,
+    .axpy = axpy,
     .wsum_tile = wsum_tile,
     .scores_kt = scores_kt,
     .swiglu = moe_swiglu,

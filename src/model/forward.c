@@ -31,6 +31,7 @@
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "cache/expert_cache.h"
 #include "kernels/kernels.h"
@@ -40,6 +41,7 @@
 #include "util/error.h"
 
 #define QUERY_TILE 4 /* queries per call of scores_kt */
+#define ATT_BLOCK 64 /* cached positions per step of decode attention */
 
 struct moe_ctx {
     const moe_model *m;
@@ -80,6 +82,13 @@ struct moe_ctx {
     moe_team_shares *shares;    /* the team's bookkeeping in moe_matmul_team */
     float *scores;              /* n_threads x QUERY_TILE x ld_scores attention scores */
     int ld_scores;              /* n_ctx rounded up to MOE_KT_BLOCK */
+    /* decode attention, per thread: one block's scores, and over the thread's
+     * run of positions each query head's running maximum and sum of scores
+     * and unnormalized output */
+    float *blk_scores;          /* n_threads x n_heads x ATT_BLOCK */
+    float *run_max, *run_sum;   /* n_threads x n_heads */
+    float *run_out;             /* n_threads x n_heads x ld_run_out */
+    int ld_run_out;             /* the longest value row: head_dim, or MLA's kv_lora_rank */
     float *kt;                  /* prefill: one KV head's keys transposed for scores_kt (ld_scores x key length) */
     float *route_scratch;       /* moe_route's scratch */
     float *pf_scores;           /* n_experts: the next MoE layer's predicted router scores */
@@ -140,6 +149,20 @@ static void rope_init(moe_ctx *c) {
     }
 }
 
+/* The KV cache in 2 MiB pages where the kernel gives them (transparent huge
+ * pages in madvise mode, as on Debian): in 4 KiB pages decode attention
+ * read it at 16 GB/s on one core against 26 (bench/README.md, "Decode
+ * attention"), each page of a long cache costing a walk. */
+static float *alloc_cache(size_t floats) {
+    const size_t huge = (size_t)2 << 20, bytes = (floats * sizeof(float) + huge - 1) / huge * huge;
+    void *p = NULL;
+    if (posix_memalign(&p, huge, bytes)) return NULL;
+#ifdef MADV_HUGEPAGE
+    madvise(p, bytes, MADV_HUGEPAGE);
+#endif
+    return p;
+}
+
 moe_ctx *moe_ctx_new(const moe_model *m, moe_ctx_params p, moe_error *err) {
     const moe_hparams *hp = &m->hp;
     const moe_kernels *kern = moe_kernels_select(p.isa, err);
@@ -180,8 +203,8 @@ moe_ctx *moe_ctx_new(const moe_model *m, moe_ctx_params p, moe_error *err) {
     /* Every buffer is sized here, once; the forward pass allocates nothing. */
     int ok = 1;
 #define ALLOC(p, count) (ok &= ((p) = malloc((size_t)(count) * sizeof *(p))) != NULL)
-    ALLOC(c->k_cache, cache);
-    ALLOC(c->v_cache, mla ? 1 : cache);
+    ok &= (c->k_cache = alloc_cache(cache)) != NULL;
+    ok &= (c->v_cache = alloc_cache(mla ? 1 : cache)) != NULL;
     ALLOC(c->inv_freq, hp->head_dim / 2);
     ALLOC(c->x, B * E);
     ALLOC(c->xn, B * E);
@@ -207,6 +230,11 @@ moe_ctx *moe_ctx_new(const moe_model *m, moe_ctx_params p, moe_error *err) {
     ok &= (c->shares = moe_team_shares_new()) != NULL;
     c->ld_scores = (c->n_ctx + MOE_KT_BLOCK - 1) / MOE_KT_BLOCK * MOE_KT_BLOCK;
     ALLOC(c->scores, (size_t)c->n_threads * QUERY_TILE * (size_t)c->ld_scores);
+    c->ld_run_out = mla ? (int)R : hp->head_dim;
+    ALLOC(c->blk_scores, (size_t)c->n_threads * H * ATT_BLOCK);
+    ALLOC(c->run_max, (size_t)c->n_threads * H);
+    ALLOC(c->run_sum, (size_t)c->n_threads * H);
+    ALLOC(c->run_out, (size_t)c->n_threads * H * (size_t)c->ld_run_out);
     ALLOC(c->kt, B < QUERY_TILE ? 1 : (size_t)c->ld_scores * (mla ? kvd : (size_t)hp->head_dim));
     ALLOC(c->route_scratch, moe_route_scratch(hp));
     ALLOC(c->pf_scores, n_exp);
@@ -241,6 +269,7 @@ void moe_ctx_free(moe_ctx *c) {
     void *bufs[] = {c->k_cache, c->v_cache, c->inv_freq, c->x, c->xn, c->q, c->k, c->v, c->att, c->out,
                     c->h_gate, c->h_up, c->y_exp, c->hs_gate, c->hs_up, c->router, c->sel, c->sel_w,
                     c->groups.start, c->groups.token, c->groups.weight, c->act_h_expert, c->expert_w, c->mm, c->scores, c->kt,
+                    c->blk_scores, c->run_max, c->run_sum, c->run_out,
                     c->route_scratch, c->pf_scores, c->pf_sel, c->logits, c->q_a, c->q_nope, c->q_lat, c->lat_out, c->act_head, c->head_w};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) free(bufs[i]);
     moe_act_free(&c->act_q_a);
@@ -342,18 +371,68 @@ typedef struct attn_layout {
 } attn_layout;
 
 /* Causal attention of the n_tok new queries (at positions pos..) over the
- * cache, one query and head at a time: decode. */
-static void attend_each(moe_ctx *c, const attn_layout *a, int n_tok) {
-    const int n_heads = a->n_kv_heads * a->group;
-    #pragma omp for schedule(dynamic, 1) collapse(2)
+ * cache: decode. The cache is read in position order, whole rows at a time,
+ * each thread its own run of positions. Head by head, a head's slice of one
+ * row lies a whole row from its slice of the next (8 KB in OLMoE), and one
+ * core read the cache at 12 GB/s that way against 26 row by row
+ * (bench/README.md, "Decode attention"). Each thread keeps, per query head,
+ * the maximum and sum of its scores so far and its output unnormalized,
+ * rescaled whenever the maximum grows (the softmax taken block by block, as
+ * FlashAttention does); the runs are merged after a barrier. */
+static void attend_rows(moe_ctx *c, const attn_layout *a, int n_tok) {
+    const moe_kernels *k = c->kern;
+    const int n_heads = a->n_kv_heads * a->group, nt = omp_get_num_threads(), th = omp_get_thread_num();
+    const int64_t ldr = c->ld_run_out;
+    float *s = c->blk_scores + (size_t)th * n_heads * ATT_BLOCK;
+    float *run_max = c->run_max + (size_t)th * n_heads, *run_sum = c->run_sum + (size_t)th * n_heads;
+    float *run_out = c->run_out + (size_t)th * n_heads * ldr;
     for (int t = 0; t < n_tok; t++) {
+        const float *q = a->q + t * a->ldq_t;
+        const int n_pos = c->pos + t + 1;
+        const int p0 = (int)((int64_t)n_pos * th / nt), p1 = (int)((int64_t)n_pos * (th + 1) / nt);
         for (int h = 0; h < n_heads; h++) {
-            float *s = c->scores + (size_t)omp_get_thread_num() * QUERY_TILE * c->ld_scores;
-            const int64_t kv = h / a->group * a->kv_off;
-            const int n_pos = c->pos + t + 1;
-            c->kern->dots(s, a->q + t * a->ldq_t + h * a->ldq_h, a->k + kv, n_pos, a->ldk, a->d_k, c->attn_scale);
-            const float inv_sum = softmax_unnormalized(c, s, n_pos);
-            c->kern->wsum(a->out + t * a->ldo_t + h * a->ldo_h, s, inv_sum, a->v + kv, n_pos, a->ldv, a->d_v);
+            run_max[h] = -INFINITY;
+            run_sum[h] = 0.0f;
+            memset(run_out + h * ldr, 0, (size_t)a->d_v * sizeof(float));
+        }
+        for (int b0 = p0; b0 < p1; b0 += ATT_BLOCK) {
+            const int n = p1 - b0 < ATT_BLOCK ? p1 - b0 : ATT_BLOCK;
+            for (int p = 0; p < n; p++) {
+                const float *key = a->k + (size_t)(b0 + p) * a->ldk;
+                for (int h = 0; h < n_heads; h++)
+                    s[h * ATT_BLOCK + p] = k->dot(q + h * a->ldq_h, key + h / a->group * a->kv_off, a->d_k) * c->attn_scale;
+            }
+            for (int h = 0; h < n_heads; h++) {
+                float *sh = s + h * ATT_BLOCK, block_max = -INFINITY;
+                for (int p = 0; p < n; p++) block_max = sh[p] > block_max ? sh[p] : block_max;
+                const float new_max = block_max > run_max[h] ? block_max : run_max[h];
+                const float old_scale = expf(run_max[h] - new_max), block_scale = expf(block_max - new_max);
+                const float block_sum = k->softmax_exp(sh, n); /* e^(s - block_max) */
+                run_sum[h] = run_sum[h] * old_scale + block_sum * block_scale;
+                run_max[h] = new_max;
+                if (old_scale != 1.0f)
+                    for (int i = 0; i < a->d_v; i++) run_out[h * ldr + i] *= old_scale;
+                if (block_scale != 1.0f)
+                    for (int p = 0; p < n; p++) sh[p] *= block_scale;
+            }
+            for (int p = 0; p < n; p++) {
+                const float *value = a->v + (size_t)(b0 + p) * a->ldv;
+                for (int h = 0; h < n_heads; h++)
+                    k->axpy(run_out + h * ldr, s[h * ATT_BLOCK + p], value + h / a->group * a->kv_off, a->d_v);
+            }
+        }
+        #pragma omp barrier
+        #pragma omp for schedule(static)
+        for (int h = 0; h < n_heads; h++) {
+            float max = -INFINITY, sum = 0.0f;
+            for (int i = 0; i < nt; i++) max = c->run_max[i * n_heads + h] > max ? c->run_max[i * n_heads + h] : max;
+            for (int i = 0; i < nt; i++) sum += c->run_sum[i * n_heads + h] * expf(c->run_max[i * n_heads + h] - max);
+            float *o = a->out + t * a->ldo_t + h * a->ldo_h;
+            memset(o, 0, (size_t)a->d_v * sizeof(float));
+            for (int i = 0; i < nt; i++) {
+                const float w = expf(c->run_max[i * n_heads + h] - max) / sum; /* 0 for a thread without positions */
+                if (w != 0.0f) k->axpy(o, w, c->run_out + ((size_t)i * n_heads + h) * ldr, a->d_v);
+            }
         }
     }
 }
@@ -401,7 +480,7 @@ static void attend_batch(moe_ctx *c, const attn_layout *a, int n_tok) {
 
 static void attend(moe_ctx *c, const attn_layout *a, int n_tok) {
     if (n_tok >= QUERY_TILE) attend_batch(c, a, n_tok);
-    else attend_each(c, a, n_tok);
+    else attend_rows(c, a, n_tok);
 }
 
 static void attention(moe_ctx *c, int layer, int n_tok) {
