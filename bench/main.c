@@ -3,16 +3,19 @@
  * the machine's own memory bandwidth.
  *
  *   moe-bench -m FILE | --synthetic NAME [--quant Q] [--layers N] [--skew A]
- *             [-p 512] [-n 128] [-t THREADS] [-r REPS] [-o md|json|csv] [--membw]
+ *             [-p 512] [-n 128] [-d DEPTH] [-t THREADS] [-r REPS] [-o md|json|csv] [--membw]
  *             [--expert-cache SIZE [--cache-policy P] [--cache-pin N] [--prefetch on|off]]
  *             [--drop-caches] [--text FILE]
  *
  * pp<P>: one prompt of P tokens evaluated as a batch. tg<N>: N tokens decoded
- * one at a time from an empty context. Each test runs once to warm up (page
- * the weights in), then REPS times; t/s is reported as mean and standard
- * deviation. For decode, bytes_per_token is the weights a token reads plus
- * the KV cache it reads on average, and bw_fraction is that times t/s over
- * the read bandwidth, the better of its measurements before and after decode.
+ * one at a time from an empty context, or with -d DEPTH (llama-bench's
+ * n_depth) from a context already holding DEPTH tokens: they are evaluated
+ * once, untimed, and every run starts from them again. Each test runs once
+ * to warm up (page the weights in), then REPS times; t/s is reported as mean
+ * and standard deviation. For decode, bytes_per_token is the weights a token
+ * reads plus the KV cache it reads on average, and bw_fraction is that times
+ * t/s over the read bandwidth, the better of its measurements before and
+ * after decode.
  *
  * The tokens come from a seeded stream, a different seed for every run, so
  * no run replays the routing of the one before (which would make an expert
@@ -50,13 +53,13 @@
 
 typedef struct opts {
     const char *model, *synthetic, *output, *quant, *cache_dir, *expert_cache, *cache_policy, *text;
-    int n_prompt, n_gen, n_batch, n_threads, reps, layers, membw, cache_pin, prefetch, drop_caches, no_mmap;
+    int n_prompt, n_gen, n_depth, n_batch, n_threads, reps, layers, membw, cache_pin, prefetch, drop_caches, no_mmap;
     double skew;
 } opts;
 
 typedef struct result {
     const char *test;      /* "pp" or "tg" */
-    int n_prompt, n_gen;
+    int n_prompt, n_gen, n_depth;
     double samples_ts[MAX_REPS], samples_ns[MAX_REPS];
     int n;
     double avg_ts, sd_ts, avg_ns, sd_ns;
@@ -219,9 +222,10 @@ static void token_stream(int32_t *tokens, int n, int32_t n_vocab, uint64_t run, 
     }
 }
 
-/* One timed run of a test; returns seconds or <0 with err. */
-static double run_once(moe_ctx *c, int pp, int n, const int32_t *tokens, moe_error *err) {
-    moe_ctx_reset(c);
+/* One timed run of a test, from the depth's tokens (see fill_depth);
+ * returns seconds or <0 with err. */
+static double run_once(moe_ctx *c, int depth, int pp, int n, const int32_t *tokens, moe_error *err) {
+    moe_ctx_truncate(c, depth);
     const double t0 = bench_now();
     if (pp) {
         if (moe_eval(c, tokens, n, NULL, err)) return -1;
@@ -243,6 +247,20 @@ typedef struct bench_env {
     const int32_t *text;  /* --text FILE's tokens, n_text of them */
     int n_text;
 } bench_env;
+
+/* -d DEPTH: the context's first DEPTH tokens (a stream of their own),
+ * evaluated in batches of -b and untimed; run_once truncates back to them. */
+static int fill_depth(bench_env *b, const moe_hparams *hp, moe_error *err) {
+    const int depth = b->o->n_depth;
+    moe_ctx_reset(b->c);
+    if (!depth) return 0;
+    int32_t *tokens = malloc((size_t)depth * sizeof *tokens);
+    if (!tokens) return moe_fail(err, "out of memory");
+    token_stream(tokens, depth, hp->n_vocab, 2000, b->text, b->n_text);
+    const int rc = moe_eval(b->c, tokens, depth, NULL, err);
+    free(tokens);
+    return rc;
+}
 
 static moe_ctx *new_ctx(bench_env *b, moe_error *err) {
     moe_ctx_free(b->c);
@@ -271,9 +289,10 @@ static int run_test(bench_env *b, const moe_hparams *hp, result *r, int pp, int 
     if (!tokens) return -1;
     int rc = 0;
     uint64_t run = pp ? 1000 : 0;
+    const int depth = b->o->n_depth;
     if (!b->o->drop_caches) { /* warm-up: pages in the weights */
         token_stream(tokens, n, hp->n_vocab, run++, b->text, b->n_text);
-        if (run_once(b->c, pp, n, tokens, err) < 0) rc = -1;
+        if (fill_depth(b, hp, err) || run_once(b->c, depth, pp, n, tokens, err) < 0) rc = -1;
     }
     if (b->tally.count) { /* the routing statistics of the timed runs only */
         memset(b->tally.count, 0, (size_t)b->tally.n_layers * b->tally.n_experts * sizeof *b->tally.count);
@@ -285,7 +304,7 @@ static int run_test(bench_env *b, const moe_hparams *hp, result *r, int pp, int 
     for (int i = 0; i < reps && !rc; i++) {
         if (b->o->drop_caches) {
             drop_file_pages(b->path, &b->said_drop);
-            if (!new_ctx(b, err)) {
+            if (!new_ctx(b, err) || fill_depth(b, hp, err)) {
                 rc = -1;
                 break;
             }
@@ -293,7 +312,7 @@ static int run_test(bench_env *b, const moe_hparams *hp, result *r, int pp, int 
         token_stream(tokens, n, hp->n_vocab, run++, b->text, b->n_text);
         r->has_cache = !moe_ctx_cache_stats(b->c, before);
         const long long io0 = storage_read_bytes();
-        double dt = run_once(b->c, pp, n, tokens, err);
+        double dt = run_once(b->c, depth, pp, n, tokens, err);
         const long long io1 = storage_read_bytes();
         io_total = io0 < 0 || io1 < 0 || io_total < 0 ? -1 : io_total + (io1 - io0);
         if (dt < 0) rc = -1;
@@ -336,10 +355,11 @@ static int run_test(bench_env *b, const moe_hparams *hp, result *r, int pp, int 
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: moe-bench (-m FILE | --synthetic NAME [--quant Q] [--layers N]) [-p 512] [-n 128]\n"
+            "usage: moe-bench (-m FILE | --synthetic NAME [--quant Q] [--layers N]) [-p 512] [-n 128] [-d DEPTH]\n"
             "                 [-b BATCH] [-t THREADS] [-r REPS] [-o md|json|csv] [--membw] [--cache-dir DIR]\n"
             "  --synthetic NAME  random weights with a real model's shapes: %s\n"
             "  --quant Q         q4, q8, f16, bf16, f32 for every matrix (default: the default recipe)\n"
+            "  -d DEPTH          run each test after DEPTH tokens already in the context (default 0)\n"
             "  -b BATCH          tokens per forward chunk (default: the whole prompt)\n"
             "  --membw           measure the read bandwidth only (always measured for tg)\n"
             "  --skew A          with --synthetic: skewed routing, Zipf exponent A (e.g. 1; see bench/README.md)\n"
@@ -395,6 +415,7 @@ static int parse(int argc, char **argv, opts *o) {
         else if (!strcmp(a, "-o")) o->output = v;
         else if (!strcmp(a, "-p")) rc = int_opt(a, v, &o->n_prompt);
         else if (!strcmp(a, "-n")) rc = int_opt(a, v, &o->n_gen);
+        else if (!strcmp(a, "-d")) rc = int_opt(a, v, &o->n_depth);
         else if (!strcmp(a, "-b")) rc = int_opt(a, v, &o->n_batch);
         else if (!strcmp(a, "-t")) rc = int_opt(a, v, &o->n_threads);
         else if (!strcmp(a, "-r")) rc = int_opt(a, v, &o->reps);
@@ -440,7 +461,8 @@ static int text_tokens(const opts *o, const moe_model *m, int32_t **ids, int *n,
     if (!text) return -1;
     moe_tokenizer *t = moe_model_tokenizer_new(m, err);
     int rc = !t || moe_tokenizer_encode(t, text, len, 0, ids, n, err) ? -1 : 0;
-    const int need = (o->n_prompt > o->n_gen ? o->n_prompt : o->n_gen) + 1;
+    int need = (o->n_prompt > o->n_gen ? o->n_prompt : o->n_gen) + 1;
+    if (o->n_depth >= need) need = o->n_depth + 1;
     if (!rc && *n < need) {
         rc = moe_fail(err, "--text %s: %d tokens, need at least %d (more than -p and -n)", o->text, *n, need);
         free(*ids);
@@ -484,6 +506,12 @@ static int synthetic_model(const opts *o, char *path, size_t n, moe_error *err) 
     return moe_synthetic_write_skewed(path, &hp, &recipe, o->synthetic, o->skew, err);
 }
 
+/* llama-bench's names: pp512, tg128, tg128 @ d4096 */
+static void test_name(char *buf, size_t n, const result *r) {
+    const int len = snprintf(buf, n, "%s%d", r->test, r->n_prompt + r->n_gen);
+    if (r->n_depth && len > 0 && (size_t)len < n) snprintf(buf + len, n - (size_t)len, " @ d%d", r->n_depth);
+}
+
 static void print_json_str(const char *k, const char *v, int comma) { printf("\"%s\": \"%s\"%s", k, v, comma ? ", " : ""); }
 
 static void output(const opts *o, const char *path, const char *cpu, const char *isa, int threads, double membw,
@@ -503,7 +531,7 @@ static void output(const opts *o, const char *path, const char *cpu, const char 
         for (int i = 0; i < n_res; i++) {
             const result *r = &res[i];
             char test[32], gbs[32] = "", frac[32] = "";
-            snprintf(test, sizeof test, "%s%d", r->test, r->n_prompt + r->n_gen);
+            test_name(test, sizeof test, r);
             if (r->bw_fraction >= 0) {
                 snprintf(gbs, sizeof gbs, "%.1f", r->bytes_per_token * r->avg_ts / 1e9);
                 snprintf(frac, sizeof frac, "%.0f%%", 100 * r->bw_fraction);
@@ -513,31 +541,32 @@ static void output(const opts *o, const char *path, const char *cpu, const char 
         }
         for (int i = 0; i < n_res; i++) {
             const result *r = &res[i];
-            const int len = r->n_prompt + r->n_gen;
-            printf("\n%s%d routing: %.1f%% of choices to the top 10%% of experts, %.1f%% of experts shared with the "
-                   "previous token", r->test, len, 100 * r->top10_share, 100 * r->overlap);
+            char test[32];
+            test_name(test, sizeof test, r);
+            printf("\n%s routing: %.1f%% of choices to the top 10%% of experts, %.1f%% of experts shared with the "
+                   "previous token", test, 100 * r->top10_share, 100 * r->overlap);
             if (r->storage_per_token >= 0) printf(", %.2f MiB read from storage per token", r->storage_per_token / 1048576.0);
             printf("\n");
             if (!r->has_cache) continue;
-            printf("%s%d expert cache (%s%s): hit rate %.1f%%, %.2f MiB read into the cache per token, I/O stall "
-                   "%.3f s per run", r->test, len, o->cache_policy ? o->cache_policy : "stats",
+            printf("%s expert cache (%s%s): hit rate %.1f%%, %.2f MiB read into the cache per token, I/O stall "
+                   "%.3f s per run", test, o->cache_policy ? o->cache_policy : "stats",
                    o->prefetch ? ", prefetch" : "", 100 * r->cache_hit_rate, r->bytes_read_per_token / 1048576.0,
                    r->io_stall_s);
             if (r->prefetch_precision >= 0)
                 printf(", prefetch precision %.1f%% recall %.1f%%", 100 * r->prefetch_precision, 100 * r->prefetch_recall);
-            printf("\n%s%d hit rate per layer:", r->test, len);
+            printf("\n%s hit rate per layer:", test);
             for (int l = 0; l < r->n_layers; l++)
                 if (r->layer_hit_rate[l] >= 0) printf(" %.0f", 100 * r->layer_hit_rate[l]);
             printf(" (%%)\n");
         }
     } else if (!strcmp(o->output, "csv")) {
-        printf("model_filename,model_type,model_size,model_n_params,cpu_info,isa,n_threads,n_batch,n_prompt,n_gen,avg_ns,"
+        printf("model_filename,model_type,model_size,model_n_params,cpu_info,isa,n_threads,n_batch,n_prompt,n_gen,n_depth,avg_ns,"
                "stddev_ns,avg_ts,stddev_ts,membw_gbs,bytes_per_token,bw_fraction,rss_bytes\n");
         for (int i = 0; i < n_res; i++) {
             const result *r = &res[i];
-            printf("\"%s\",\"%s\",%llu,%llu,\"%s\",%s,%d,%d,%d,%d,%.0f,%.0f,%.4f,%.4f,%.2f,%.0f,%.4f,%ld\n", path,
+            printf("\"%s\",\"%s\",%llu,%llu,\"%s\",%s,%d,%d,%d,%d,%d,%.0f,%.0f,%.4f,%.4f,%.2f,%.0f,%.4f,%ld\n", path,
                    hp->architecture, (unsigned long long)moe_model_file_size(m), (unsigned long long)total, cpu, isa,
-                   threads, o->n_batch, r->n_prompt, r->n_gen, r->avg_ns, r->sd_ns, r->avg_ts, r->sd_ts, membw,
+                   threads, o->n_batch, r->n_prompt, r->n_gen, r->n_depth, r->avg_ns, r->sd_ns, r->avg_ts, r->sd_ts, membw,
                    r->bw_fraction >= 0 ? r->bytes_per_token : 0, r->bw_fraction >= 0 ? r->bw_fraction : 0, rss);
         }
     } else {
@@ -551,8 +580,8 @@ static void output(const opts *o, const char *path, const char *cpu, const char 
                    (unsigned long long)total);
             print_json_str("cpu_info", cpu, 1);
             print_json_str("isa", isa, 1);
-            printf("\"n_threads\": %d, \"n_batch\": %d, \"n_prompt\": %d, \"n_gen\": %d, ", threads, o->n_batch,
-                   r->n_prompt, r->n_gen);
+            printf("\"n_threads\": %d, \"n_batch\": %d, \"n_prompt\": %d, \"n_gen\": %d, \"n_depth\": %d, ", threads,
+                   o->n_batch, r->n_prompt, r->n_gen, r->n_depth);
             printf("\"avg_ns\": %.0f, \"stddev_ns\": %.0f, \"avg_ts\": %.6f, \"stddev_ts\": %.6f, ", r->avg_ns, r->sd_ns,
                    r->avg_ts, r->sd_ts);
             printf("\"samples_ns\": [");
@@ -619,7 +648,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     const moe_hparams *hp = moe_model_hparams(m);
-    const int n_ctx = (o.n_prompt > o.n_gen ? o.n_prompt : o.n_gen) + 1;
+    const int n_ctx = o.n_depth + (o.n_prompt > o.n_gen ? o.n_prompt : o.n_gen) + 1;
     uint64_t cache_bytes = 0;
     if (o.expert_cache && moe_parse_size(o.expert_cache, moe_model_routed_expert_bytes(m), &cache_bytes)) {
         fprintf(stderr, "moe-bench: --expert-cache %s: expected a size like 6G, 512M or 25%%\n", o.expert_cache);
@@ -665,12 +694,12 @@ int main(int argc, char **argv) {
     int n_res = 0, rc = 0;
     if (o.n_prompt > 0) {
         result *r = &res[n_res++];
-        *r = (result){.test = "pp", .n_prompt = o.n_prompt, .bw_fraction = -1};
+        *r = (result){.test = "pp", .n_prompt = o.n_prompt, .n_depth = o.n_depth, .bw_fraction = -1};
         rc = run_test(&b, hp, r, 1, o.n_prompt, o.reps, &err);
     }
     if (!rc && o.n_gen > 0) {
         result *r = &res[n_res++];
-        *r = (result){.test = "tg", .n_gen = o.n_gen};
+        *r = (result){.test = "tg", .n_gen = o.n_gen, .n_depth = o.n_depth};
         rc = run_test(&b, hp, r, 0, o.n_gen, o.reps, &err);
         /* Measured again right after decode, and the better of the two used: on
          * a shared host the bandwidth moves (30-65 GB/s within an hour here),
@@ -678,8 +707,8 @@ int main(int argc, char **argv) {
          * moment than about decode. */
         const double after = moe_measure_read_bandwidth((size_t)1 << 30, threads, 5);
         membw = after > membw ? after : membw;
-        /* on average a decoded token attends over n_gen / 2 earlier positions */
-        const double kv = 2.0 * hp->n_layers * hp->n_kv_heads * hp->head_dim * sizeof(float) * (o.n_gen + 1) / 2.0;
+        /* on average a decoded token attends over depth + n_gen / 2 earlier positions */
+        const double kv = (double)moe_model_kv_bytes_per_token(m) * (o.n_depth + (o.n_gen + 1) / 2.0);
         r->bytes_per_token = (double)moe_model_bytes_per_token(m) + kv;
         r->bw_fraction = membw > 0 ? r->bytes_per_token * r->avg_ts / (membw * 1e9) : 0;
     }

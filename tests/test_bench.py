@@ -4,7 +4,8 @@
     test_bench.py --bench moe-bench
 
 - `-o json` gives one record per test with llama-bench's fields and ours
-  (n_batch: the prompt unless `-b` sets it):
+  (n_batch: the prompt unless `-b` sets it; n_depth, `-d`'s tokens already
+  in the context, named in the markdown as "tg8 @ d24"):
   the counts asked for, one sample per run, t/s from the samples, bytes per
   token and bandwidth fraction for decode only;
 - with `--expert-cache`, the cache fields, in range;
@@ -61,6 +62,14 @@ def main():
     check(pp["n_batch"] == 16 and tg["n_batch"] == 16, f"n_batch defaults to the prompt: {pp['n_batch']}, {tg['n_batch']}")
     chunked = bench_json(a.bench, "--text", TEXT, "-b", "5")
     check(all(r["n_batch"] == 5 and r["avg_ts"] > 0 for r in chunked), f"-b 5: {[r['n_batch'] for r in chunked]}")
+
+    deep = bench_json(a.bench, "--text", TEXT, "-d", "24")
+    check(all(r["n_depth"] == 24 for r in deep) and all(r["n_depth"] == 0 for r in recs),
+          f"n_depth: {[r['n_depth'] for r in deep]} with -d 24, {[r['n_depth'] for r in recs]} without")
+    check(deep[-1]["bytes_per_token"] > tg["bytes_per_token"],
+          f"decode at depth 24 reads more KV cache per token: {deep[-1]['bytes_per_token']} vs {tg['bytes_per_token']}")
+    md = run([a.bench, "-m", MODEL, "-p", "16", "-n", "8", "-d", "24", "-r", "1", "-t", "1"]).stdout
+    check("| pp16 @ d24 |" in md and "| tg8 @ d24 |" in md, "markdown names the tests pp16 @ d24 and tg8 @ d24")
 
     again = bench_json(a.bench, "--text", TEXT)[-1]
     check(again["routing_top10_share"] == tg["routing_top10_share"] and again["routing_overlap"] == tg["routing_overlap"],
