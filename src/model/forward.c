@@ -88,6 +88,7 @@ struct moe_ctx {
     float *blk_scores;          /* n_threads x n_heads x ATT_BLOCK */
     float *run_max, *run_sum;   /* n_threads x n_heads */
     float *run_out;             /* n_threads x n_heads x ld_run_out */
+    float *blk_out;             /* n_threads x QUERY_TILE x ld_run_out: values_by_head's block sums */
     int ld_run_out;             /* the longest value row: head_dim, or MLA's kv_lora_rank */
     float *kt;                  /* prefill: one KV head's keys transposed for scores_kt (ld_scores x key length) */
     float *route_scratch;       /* moe_route's scratch */
@@ -151,8 +152,8 @@ static void rope_init(moe_ctx *c) {
 
 /* The KV cache in 2 MiB pages where the kernel gives them (transparent huge
  * pages in madvise mode, as on Debian): in 4 KiB pages decode attention
- * read it at 16 GB/s on one core against 26 (bench/README.md, "Decode
- * attention"), each page of a long cache costing a walk. */
+ * read it at 16 GB/s on one core against 26 (bench/README.md, session 8),
+ * each page of a long cache costing a walk. */
 static float *alloc_cache(size_t floats) {
     const size_t huge = (size_t)2 << 20, bytes = (floats * sizeof(float) + huge - 1) / huge * huge;
     void *p = NULL;
@@ -235,6 +236,7 @@ moe_ctx *moe_ctx_new(const moe_model *m, moe_ctx_params p, moe_error *err) {
     ALLOC(c->run_max, (size_t)c->n_threads * H);
     ALLOC(c->run_sum, (size_t)c->n_threads * H);
     ALLOC(c->run_out, (size_t)c->n_threads * H * (size_t)c->ld_run_out);
+    ALLOC(c->blk_out, (size_t)c->n_threads * QUERY_TILE * (size_t)c->ld_run_out);
     ALLOC(c->kt, B < QUERY_TILE ? 1 : (size_t)c->ld_scores * (mla ? kvd : (size_t)hp->head_dim));
     ALLOC(c->route_scratch, moe_route_scratch(hp));
     ALLOC(c->pf_scores, n_exp);
@@ -269,7 +271,7 @@ void moe_ctx_free(moe_ctx *c) {
     void *bufs[] = {c->k_cache, c->v_cache, c->inv_freq, c->x, c->xn, c->q, c->k, c->v, c->att, c->out,
                     c->h_gate, c->h_up, c->y_exp, c->hs_gate, c->hs_up, c->router, c->sel, c->sel_w,
                     c->groups.start, c->groups.token, c->groups.weight, c->act_h_expert, c->expert_w, c->mm, c->scores, c->kt,
-                    c->blk_scores, c->run_max, c->run_sum, c->run_out,
+                    c->blk_scores, c->run_max, c->run_sum, c->run_out, c->blk_out,
                     c->route_scratch, c->pf_scores, c->pf_sel, c->logits, c->q_a, c->q_nope, c->q_lat, c->lat_out, c->act_head, c->head_w};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) free(bufs[i]);
     moe_act_free(&c->act_q_a);
@@ -370,13 +372,45 @@ typedef struct attn_layout {
     int d_k, d_v, n_kv_heads, group;
 } attn_layout;
 
+/* The weighted values of positions [b0, b0 + n) into each query head's
+ * running output (s: the block's weights, ATT_BLOCK per head), value row
+ * by value row: each is read once, whole and in order, from memory. */
+static void values_by_row(const moe_ctx *c, const attn_layout *a, const float *s, float *run_out, int b0, int n) {
+    const int n_heads = a->n_kv_heads * a->group;
+    for (int p = 0; p < n; p++) {
+        const float *value = a->v + (size_t)(b0 + p) * a->ldv;
+        for (int h = 0; h < n_heads; h++)
+            c->kern->axpy(run_out + h * c->ld_run_out, s[h * ATT_BLOCK + p], value + h / a->group * a->kv_off, a->d_v);
+    }
+}
+
+/* The same when the values are the rows the scores just read (MLA's
+ * latent): they are in cache, so QUERY_TILE heads at a time sum the block
+ * in registers (wsum_tile, one load of each value for all of them) and add
+ * the sums to their outputs once, instead of one load and store of every
+ * head's output per position. */
+static void values_by_head(const moe_ctx *c, const attn_layout *a, const float *s, float *run_out, int b0, int n) {
+    float ones[QUERY_TILE];
+    for (int i = 0; i < QUERY_TILE; i++) ones[i] = 1.0f;
+    const int64_t ldr = c->ld_run_out;
+    float *sums = c->blk_out + (size_t)omp_get_thread_num() * QUERY_TILE * ldr;
+    for (int g = 0; g < a->n_kv_heads; g++) {
+        const float *values = a->v + (size_t)b0 * a->ldv + g * a->kv_off;
+        for (int h0 = g * a->group; h0 < (g + 1) * a->group; h0 += QUERY_TILE) {
+            const int nq = (g + 1) * a->group - h0 < QUERY_TILE ? (g + 1) * a->group - h0 : QUERY_TILE;
+            c->kern->wsum_tile(sums, ldr, s + h0 * ATT_BLOCK, ATT_BLOCK, ones, nq, values, n, a->ldv, a->d_v);
+            for (int i = 0; i < nq; i++) c->kern->axpy(run_out + (h0 + i) * ldr, 1.0f, sums + i * ldr, a->d_v);
+        }
+    }
+}
+
 /* Causal attention of the n_tok new queries (at positions pos..) over the
  * cache: decode. The cache is read in position order, whole rows at a time,
  * each thread its own run of positions. Head by head, a head's slice of one
  * row lies a whole row from its slice of the next (8 KB in OLMoE), and one
- * core read the cache at 12 GB/s that way against 26 row by row
- * (bench/README.md, "Decode attention"). Each thread keeps, per query head,
- * the maximum and sum of its scores so far and its output unnormalized,
+ * core read a cold cache at 12 GB/s that way against 26 row by row
+ * (bench/README.md, session 8). Each thread keeps, per query head, the
+ * maximum and sum of its scores so far and its output unnormalized,
  * rescaled whenever the maximum grows (the softmax taken block by block, as
  * FlashAttention does); the runs are merged after a barrier. */
 static void attend_rows(moe_ctx *c, const attn_layout *a, int n_tok) {
@@ -415,11 +449,8 @@ static void attend_rows(moe_ctx *c, const attn_layout *a, int n_tok) {
                 if (block_scale != 1.0f)
                     for (int p = 0; p < n; p++) sh[p] *= block_scale;
             }
-            for (int p = 0; p < n; p++) {
-                const float *value = a->v + (size_t)(b0 + p) * a->ldv;
-                for (int h = 0; h < n_heads; h++)
-                    k->axpy(run_out + h * ldr, s[h * ATT_BLOCK + p], value + h / a->group * a->kv_off, a->d_v);
-            }
+            if (a->v == a->k) values_by_head(c, a, s, run_out, b0, n);
+            else values_by_row(c, a, s, run_out, b0, n);
         }
         #pragma omp barrier
         #pragma omp for schedule(static)
