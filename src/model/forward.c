@@ -54,6 +54,8 @@ struct moe_ctx {
     float *k_cache, *v_cache;   /* [n_layers][n_ctx][kv_dim]; MLA: the latent and rope key, no v_cache */
     int kv_dim;                 /* floats per position and layer in k_cache */
     double *inv_freq;           /* rope_dim / 2 RoPE frequencies */
+    float *rope_cs;             /* n_batch x rope_dim / 2 x (cos, sin) x rope_mscale: the chunk's rotations,
+                                 * computed once for all layers */
     int rope_dim;               /* dims of each head that RoPE rotates */
     float rope_mscale;          /* YaRN's factor on cos and sin */
     float attn_scale;           /* softmax scale of q.k */
@@ -207,6 +209,7 @@ moe_ctx *moe_ctx_new(const moe_model *m, moe_ctx_params p, moe_error *err) {
     ok &= (c->k_cache = alloc_cache(cache)) != NULL;
     ok &= (c->v_cache = alloc_cache(mla ? 1 : cache)) != NULL;
     ALLOC(c->inv_freq, hp->head_dim / 2);
+    ALLOC(c->rope_cs, B * (size_t)hp->head_dim);
     ALLOC(c->x, B * E);
     ALLOC(c->xn, B * E);
     ALLOC(c->q, B * qd);
@@ -268,7 +271,7 @@ moe_ctx *moe_ctx_new(const moe_model *m, moe_ctx_params p, moe_error *err) {
 
 void moe_ctx_free(moe_ctx *c) {
     if (!c) return;
-    void *bufs[] = {c->k_cache, c->v_cache, c->inv_freq, c->x, c->xn, c->q, c->k, c->v, c->att, c->out,
+    void *bufs[] = {c->k_cache, c->v_cache, c->inv_freq, c->rope_cs, c->x, c->xn, c->q, c->k, c->v, c->att, c->out,
                     c->h_gate, c->h_up, c->y_exp, c->hs_gate, c->hs_up, c->router, c->sel, c->sel_w,
                     c->groups.start, c->groups.token, c->groups.weight, c->act_h_expert, c->expert_w, c->mm, c->scores, c->kt,
                     c->blk_scores, c->run_max, c->run_sum, c->run_out, c->blk_out,
@@ -322,19 +325,30 @@ static moe_mm product(float *y, int64_t ldy, const moe_weight *w, const moe_act 
  * position pos: pairs (i, i + half) as Hugging Face's rotate_half, or
  * (2i, 2i + 1) for DeepSeek's checkpoints, whose rope dims are interleaved
  * (its reference permutes them to rotate_half order before rotating). */
-static void rope(const moe_ctx *c, float *v, int n_heads, int stride, int pos) {
+/* Token t of the chunk, at position pos: its rotation of each pair. */
+static void rope_angles(moe_ctx *c, int t, int pos) {
     const moe_hparams *hp = &c->m->hp;
-    const int half = c->rope_dim / 2, inter = hp->rope_interleaved;
-    double p = hp->rope_scaling == MOE_ROPE_LINEAR ? pos / (double)hp->rope_factor : pos;
+    const int half = c->rope_dim / 2;
+    const double p = hp->rope_scaling == MOE_ROPE_LINEAR ? pos / (double)hp->rope_factor : pos;
+    float *cs = c->rope_cs + (size_t)t * 2 * half;
     for (int i = 0; i < half; i++) {
-        double a = p * c->inv_freq[i];
-        float cs = (float)cos(a) * c->rope_mscale, sn = (float)sin(a) * c->rope_mscale;
+        const double a = p * c->inv_freq[i];
+        cs[2 * i] = (float)cos(a) * c->rope_mscale;
+        cs[2 * i + 1] = (float)sin(a) * c->rope_mscale;
+    }
+}
+
+/* Rotates n_heads heads (stride floats apart) of token t of the chunk. */
+static void rope(const moe_ctx *c, float *v, int n_heads, int stride, int t) {
+    const int half = c->rope_dim / 2, inter = c->m->hp.rope_interleaved;
+    const float *cs = c->rope_cs + (size_t)t * 2 * half;
+    for (int i = 0; i < half; i++) {
         const int i0 = inter ? 2 * i : i, i1 = inter ? 2 * i + 1 : i + half;
         for (int h = 0; h < n_heads; h++) {
             float *x = v + (size_t)h * stride;
             float x0 = x[i0], x1 = x[i1];
-            x[i0] = x0 * cs - x1 * sn;
-            x[i1] = x1 * cs + x0 * sn;
+            x[i0] = x0 * cs[2 * i] - x1 * cs[2 * i + 1];
+            x[i1] = x1 * cs[2 * i] + x0 * cs[2 * i + 1];
         }
     }
 }
@@ -544,8 +558,8 @@ static void attention(moe_ctx *c, int layer, int n_tok) {
             clamp(k, (size_t)kvd, hp->clip_qkv);
             clamp(v, (size_t)kvd, hp->clip_qkv);
         }
-        rope(c, q, hp->n_heads, hd, pos0 + t);
-        rope(c, k, hp->n_kv_heads, hd, pos0 + t);
+        rope(c, q, hp->n_heads, hd, t);
+        rope(c, k, hp->n_kv_heads, hd, t);
         memcpy(kc + (size_t)(pos0 + t) * kvd, k, kvd * sizeof(float));
         memcpy(vc + (size_t)(pos0 + t) * kvd, v, kvd * sizeof(float));
     }
@@ -625,9 +639,9 @@ static void attention_mla(moe_ctx *c, int layer, int n_tok) {
     for (int t = 0; t < n_tok; t++) {
         float *kv = c->k + (size_t)t * kvd, *q = c->q + (size_t)t * qd;
         moe_rmsnorm(kv, kv, L->w[LT_KV_A_NORM].data, R, hp->rms_eps);
-        rope(c, kv + R, 1, 0, pos0 + t);
+        rope(c, kv + R, 1, 0, t);
         memcpy(cache + (size_t)(pos0 + t) * kvd, kv, (size_t)kvd * sizeof(float));
-        rope(c, q + nope, H, qh, pos0 + t);
+        rope(c, q + nope, H, qh, t);
         for (int h = 0; h < H; h++) {
             memcpy(c->q_nope + ((size_t)h * B + t) * nope, q + h * qh, (size_t)nope * sizeof(float));
             /* the rope part of the query goes after its latent part: one dot per cached row */
@@ -798,7 +812,10 @@ static void forward_chunk(moe_ctx *c, const int32_t *tokens, int n_tok, float *l
     const moe_hparams *hp = &m->hp;
     const int E = hp->n_embd;
     #pragma omp for schedule(static)
-    for (int t = 0; t < n_tok; t++) moe_weight_row(&m->token_embd, tokens[t], c->x + (size_t)t * E);
+    for (int t = 0; t < n_tok; t++) {
+        moe_weight_row(&m->token_embd, tokens[t], c->x + (size_t)t * E);
+        rope_angles(c, t, c->pos + t);
+    }
 
     for (int l = 0; l < hp->n_layers; l++) {
         const moe_layer *L = &m->layers[l];
