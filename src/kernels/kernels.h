@@ -48,14 +48,14 @@ static inline const float *moe_act_block(const moe_act *a, int t, int64_t b, flo
     return buf;
 }
 
-/* wsum's columns [c0, d) one at a time: the scalar kernel, and the SIMD
- * kernels' tails. */
+/* wsum_tile's columns [c0, d) of one query, one at a time: the scalar
+ * kernel, and the SIMD kernels' tails. */
 static inline void moe_wsum_columns(float *o, const float *s, float scale, const float *v, int n, int64_t ldv, int c0,
                                     int d) {
     for (int c = c0; c < d; c++) {
         float acc = 0;
         for (int p = 0; p < n; p++) acc += s[p] * v[(size_t)p * (size_t)ldv + c];
-        o[c] = acc * scale;
+        o[c] += acc * scale;
     }
 }
 
@@ -80,8 +80,9 @@ typedef struct moe_kernels {
      * for p < n rounded up to the block, each product d long. */
     void (*scores_kt)(float *s, int64_t lds, const float *q, int64_t ldq, int nq, const float *kt, int n, int d,
                       float scale);
-    /* wsum of nq (1..4) queries over the same values, V read once for all:
-     * o + i ldo = scale[i] sum_p s[i lds + p] v_p. */
+    /* the weighted values of nq (1..4) queries, V read once for all, added
+     * to their outputs: o + i ldo += scale[i] sum_p s[i lds + p] v_p
+     * (v_p = v + p * ldv, d values). */
     void (*wsum_tile)(float *o, int64_t ldo, const float *s, int64_t lds, const float *scale, int nq, const float *v,
                       int n, int64_t ldv, int d);
     /* gate[i] = silu(gate[i]) * up[i], i < n (moe_swiglu is the reference) */

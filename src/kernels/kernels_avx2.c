@@ -349,8 +349,9 @@ static inline __attribute__((always_inline)) void wsum_tile_of(float *o, int64_t
         #pragma GCC unroll 4
         for (int i = 0; i < NQ; i++) {
             const __m256 vs = _mm256_set1_ps(scale[i]);
-            _mm256_storeu_ps(o + i * ldo + c, _mm256_mul_ps(acc[i][0], vs));
-            if (two) _mm256_storeu_ps(o + i * ldo + c + 8, _mm256_mul_ps(acc[i][1], vs));
+            float *oi = o + i * ldo + c;
+            _mm256_storeu_ps(oi, _mm256_fmadd_ps(acc[i][0], vs, _mm256_loadu_ps(oi)));
+            if (two) _mm256_storeu_ps(oi + 8, _mm256_fmadd_ps(acc[i][1], vs, _mm256_loadu_ps(oi + 8)));
         }
         c += two ? 16 : 8;
     }

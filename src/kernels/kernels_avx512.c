@@ -490,7 +490,9 @@ static inline __attribute__((always_inline)) void wsum_tile_of(float *o, int64_t
         }
         for (int i = 0; i < NQ; i++)
             for (int j = 0; j < 4; j++)
-                _mm512_mask_storeu_ps(o + i * ldo + c + 16 * j, m[j], _mm512_mul_ps(acc[i][j], _mm512_set1_ps(scale[i])));
+                _mm512_mask_storeu_ps(o + i * ldo + c + 16 * j, m[j],
+                                      _mm512_fmadd_ps(acc[i][j], _mm512_set1_ps(scale[i]),
+                                                      _mm512_maskz_loadu_ps(m[j], o + i * ldo + c + 16 * j)));
     }
 }
 

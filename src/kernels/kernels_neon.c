@@ -200,12 +200,12 @@ static void wsum(float *o, const float *s, float scale, const float *v, int n, i
             const float *row = v + (size_t)p * (size_t)ldv + c;
             for (int j = 0; j < 8; j++) acc[j] = vfmaq_n_f32(acc[j], vld1q_f32(row + 4 * j), s[p]);
         }
-        for (int j = 0; j < 8; j++) vst1q_f32(o + c + 4 * j, vmulq_n_f32(acc[j], scale));
+        for (int j = 0; j < 8; j++) vst1q_f32(o + c + 4 * j, vfmaq_n_f32(vld1q_f32(o + c + 4 * j), acc[j], scale));
     }
     for (; c + 4 <= d; c += 4) {
         float32x4_t acc = vdupq_n_f32(0.0f);
         for (int p = 0; p < n; p++) acc = vfmaq_n_f32(acc, vld1q_f32(v + (size_t)p * (size_t)ldv + c), s[p]);
-        vst1q_f32(o + c, vmulq_n_f32(acc, scale));
+        vst1q_f32(o + c, vfmaq_n_f32(vld1q_f32(o + c), acc, scale));
     }
     moe_wsum_columns(o, s, scale, v, n, ldv, c, d);
 }

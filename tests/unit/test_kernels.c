@@ -329,12 +329,13 @@ static void test_attention_ops(const moe_kernels *k, unsigned *seed) {
     }
 }
 
-/* wsum_tile against double precision: 1-4 queries,
- * widths around the 64-column step and the vector width, output rows
- * further apart than d, nothing written past each row's d values. */
+/* wsum_tile against double precision: 1-4 queries, widths around the
+ * 64-column step and the vector width, output rows further apart than d;
+ * the sums are added to what the outputs held, and nothing is written past
+ * each row's d values. */
 static void test_wsum_tile(const moe_kernels *k, unsigned *seed) {
     enum { MAXN = 37, MAXD = 200, LDV = MAXD + 3, LDS = MAXN + 5, LDO = MAXD + 9 };
-    static float v[MAXN * LDV], s[4 * LDS], o[4 * LDO];
+    static float v[MAXN * LDV], s[4 * LDS], o[4 * LDO], o0[4 * LDO];
     const int ds[] = {1, 15, 16, 33, 64, 65, 128, 200}, ns[] = {1, 16, 17, MAXN};
     const float scale[4] = {0.5f, 0.25f, 2.0f, 1.0f};
     for (int i = 0; i < MAXN * LDV; i++) v[i] = rnd(seed);
@@ -343,13 +344,13 @@ static void test_wsum_tile(const moe_kernels *k, unsigned *seed) {
         for (size_t ni = 0; ni < sizeof ns / sizeof *ns; ni++)
             for (int nq = 1; nq <= 4; nq++) {
                 const int d = ds[di], n = ns[ni];
-                for (int i = 0; i < 4 * LDO; i++) o[i] = 42.0f;
+                for (int i = 0; i < 4 * LDO; i++) o[i] = o0[i] = rnd(seed) - 0.5f;
                 k->wsum_tile(o, LDO, s, LDS, scale, nq, v, n, LDV, d);
                 int bad = 0;
                 for (int q = 0; q < 4; q++)
                     for (int i = 0; i < LDO; i++) {
                         if (q >= nq || i >= d) {
-                            bad += o[q * LDO + i] != 42.0f;
+                            bad += o[q * LDO + i] != o0[q * LDO + i];
                             continue;
                         }
                         double r = 0, m = 0;
@@ -357,7 +358,8 @@ static void test_wsum_tile(const moe_kernels *k, unsigned *seed) {
                             r += (double)s[q * LDS + p] * v[p * LDV + i];
                             m += fabs((double)s[q * LDS + p] * v[p * LDV + i]);
                         }
-                        bad += !(fabs(o[q * LDO + i] - scale[q] * r) <= 1e-6 * (m + 1e-6) * 2);
+                        const double want = o0[q * LDO + i] + scale[q] * r;
+                        bad += !(fabs(o[q * LDO + i] - want) <= 1e-6 * (m + 1e-6) * 2 + 0x1p-23 * fabs(want));
                     }
                 CHECK(bad == 0, "%s wsum_tile d=%d n=%d nq=%d: %d wrong (or written outside)", k->isa, d, n, nq, bad);
             }
