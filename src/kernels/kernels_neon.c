@@ -190,7 +190,8 @@ static void axpy(float *y, float a, const float *x, int n) {
     for (; i < n; i++) y[i] += a * x[i];
 }
 
-/* 32 columns at a time in eight registers, then 4, then one by one. */
+/* One query: 32 columns at a time in eight registers, then 4, then one by
+ * one, added to o. */
 static void wsum(float *o, const float *s, float scale, const float *v, int n, int64_t ldv, int d) {
     int c = 0;
     for (; c + 32 <= d; c += 32) {
