@@ -120,6 +120,7 @@ static moe_act act_view(const moe_act *a, int64_t r0, int n) {
 }
 
 static int imax(int a, int b) { return a > b ? a : b; }
+static int imin(int a, int b) { return a < b ? a : b; }
 
 /* YaRN's attention temperature: 0.1 m ln(s) + 1 for a context stretched s times. */
 static double yarn_mscale(double scale, double m) { return scale <= 1 ? 1.0 : 0.1 * m * log(scale) + 1.0; }
@@ -505,44 +506,39 @@ static void attend_batch(moe_ctx *c, const attn_layout *a, int n_tok) {
             for (int grp = 0; grp < groups; grp++) {
                 const int h = kvh * a->group + g, tile0 = grp * QUERY_GROUP;
                 const int n_tiles = tiles - tile0 < QUERY_GROUP ? tiles - tile0 : QUERY_GROUP;
-                const int t_end = (tile0 + n_tiles) * QUERY_TILE < n_tok ? (tile0 + n_tiles) * QUERY_TILE : n_tok;
-                const int n_last = c->pos + t_end; /* keys the group's last query sees */
+                /* tile i: queries t0[i] .. t0[i] + nq[i], the last of which sees
+                 * seen[i] keys; its scores at s + i QUERY_TILE ld_scores */
+                int t0[QUERY_GROUP], nq[QUERY_GROUP], seen[QUERY_GROUP];
+                for (int i = 0; i < n_tiles; i++) {
+                    t0[i] = (tile0 + i) * QUERY_TILE;
+                    nq[i] = n_tok - t0[i] < QUERY_TILE ? n_tok - t0[i] : QUERY_TILE;
+                    seen[i] = c->pos + t0[i] + nq[i];
+                }
                 float *s = c->scores + (size_t)omp_get_thread_num() * QUERY_GROUP * QUERY_TILE * c->ld_scores;
                 float inv_sum[QUERY_GROUP * QUERY_TILE];
-                /* tile i: queries t0 = (tile0 + i) QUERY_TILE .. + nq, scores at s + i QUERY_TILE ld_scores */
-#define TILE_T0(i) ((tile0 + (i)) * QUERY_TILE)
-#define TILE_NQ(i) (n_tok - TILE_T0(i) < QUERY_TILE ? n_tok - TILE_T0(i) : QUERY_TILE)
-                for (int k0 = 0; k0 < n_last; k0 += KEY_BLOCK)
-                    for (int i = 0; i < n_tiles; i++) {
-                        const int seen = c->pos + TILE_T0(i) + TILE_NQ(i); /* keys of the tile's last query */
-                        if (k0 >= seen) continue;
-                        const int n = seen - k0 < KEY_BLOCK ? seen - k0 : KEY_BLOCK;
-                        c->kern->scores_kt(s + (size_t)i * QUERY_TILE * c->ld_scores + k0, c->ld_scores,
-                                           a->q + TILE_T0(i) * a->ldq_t + h * a->ldq_h, a->ldq_t, TILE_NQ(i),
-                                           c->kt + (size_t)k0 * dk, n, dk, c->attn_scale);
-                    }
-                /* query t sees n_pos = pos + t + 1 positions; zero weights
-                 * beyond them let a tile's queries share one pass over V */
+                for (int k0 = 0; k0 < seen[n_tiles - 1]; k0 += KEY_BLOCK)
+                    for (int i = 0; i < n_tiles; i++)
+                        if (k0 < seen[i])
+                            c->kern->scores_kt(s + (size_t)i * QUERY_TILE * c->ld_scores + k0, c->ld_scores,
+                                               a->q + t0[i] * a->ldq_t + h * a->ldq_h, a->ldq_t, nq[i],
+                                               c->kt + (size_t)k0 * dk, imin(seen[i] - k0, KEY_BLOCK), dk, c->attn_scale);
+                /* query t sees n_pos = pos + t + 1 keys; zero weights beyond
+                 * them let a tile's queries share one pass over V */
                 for (int i = 0; i < n_tiles; i++)
-                    for (int j = 0; j < TILE_NQ(i); j++) {
+                    for (int j = 0; j < nq[i]; j++) {
                         float *sj = s + (size_t)(i * QUERY_TILE + j) * c->ld_scores;
-                        const int n_pos = c->pos + TILE_T0(i) + j + 1, seen = c->pos + TILE_T0(i) + TILE_NQ(i);
+                        const int n_pos = c->pos + t0[i] + j + 1;
                         inv_sum[i * QUERY_TILE + j] = softmax_unnormalized(c, sj, n_pos);
-                        for (int p = n_pos; p < seen; p++) sj[p] = 0.0f;
-                        memset(a->out + (TILE_T0(i) + j) * a->ldo_t + h * a->ldo_h, 0, (size_t)a->d_v * sizeof(float));
+                        for (int p = n_pos; p < seen[i]; p++) sj[p] = 0.0f;
+                        memset(a->out + (t0[i] + j) * a->ldo_t + h * a->ldo_h, 0, (size_t)a->d_v * sizeof(float));
                     }
-                for (int k0 = 0; k0 < n_last; k0 += KEY_BLOCK)
-                    for (int i = 0; i < n_tiles; i++) {
-                        const int seen = c->pos + TILE_T0(i) + TILE_NQ(i);
-                        if (k0 >= seen) continue;
-                        const int n = seen - k0 < KEY_BLOCK ? seen - k0 : KEY_BLOCK;
-                        c->kern->wsum_tile(a->out + TILE_T0(i) * a->ldo_t + h * a->ldo_h, a->ldo_t,
-                                           s + (size_t)i * QUERY_TILE * c->ld_scores + k0, c->ld_scores,
-                                           inv_sum + i * QUERY_TILE, TILE_NQ(i), values + (size_t)k0 * a->ldv, n, a->ldv,
-                                           a->d_v);
-                    }
-#undef TILE_T0
-#undef TILE_NQ
+                for (int k0 = 0; k0 < seen[n_tiles - 1]; k0 += KEY_BLOCK)
+                    for (int i = 0; i < n_tiles; i++)
+                        if (k0 < seen[i])
+                            c->kern->wsum_tile(a->out + t0[i] * a->ldo_t + h * a->ldo_h, a->ldo_t,
+                                               s + (size_t)i * QUERY_TILE * c->ld_scores + k0, c->ld_scores,
+                                               inv_sum + i * QUERY_TILE, nq[i], values + (size_t)k0 * a->ldv,
+                                               imin(seen[i] - k0, KEY_BLOCK), a->ldv, a->d_v);
             }
         }
     }
