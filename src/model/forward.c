@@ -399,11 +399,13 @@ static void values_by_row(const moe_ctx *c, const attn_layout *a, const float *s
     }
 }
 
-/* The same when the values are the rows the scores just read (MLA's
- * latent): they are in cache, so QUERY_TILE heads at a time sum the block
- * in registers (wsum_tile, one load of each value for all of them) and add
- * the sums to their outputs once, instead of one load and store of every
- * head's output per position. */
+/* The same for values that several query heads share (grouped queries,
+ * and MLA's latent, which is moreover the rows the scores just read):
+ * QUERY_TILE heads at a time sum the block in registers (wsum_tile, one
+ * load of each value for all of them) and add the sums to their outputs
+ * once, instead of one load and store of every head's output per position.
+ * At depth 2048, Qwen3-30B-A3B's 8 heads per KV head decoded 64 -> 80 t/s
+ * this way; with one head per KV head (OLMoE) the row order is faster. */
 static void values_by_head(const moe_ctx *c, const attn_layout *a, const float *s, float *run_out, int b0, int n) {
     float ones[QUERY_TILE];
     for (int i = 0; i < QUERY_TILE; i++) ones[i] = 1.0f;
@@ -462,7 +464,7 @@ static void attend_rows(moe_ctx *c, const attn_layout *a, int n_tok) {
                 if (block_scale != 1.0f)
                     for (int p = 0; p < n; p++) sh[p] *= block_scale;
             }
-            if (a->v == a->k) values_by_head(c, a, s, run_out, b0, n);
+            if (a->v == a->k || a->group > 1) values_by_head(c, a, s, run_out, b0, n);
             else values_by_row(c, a, s, run_out, b0, n);
         }
         #pragma omp barrier
