@@ -429,7 +429,8 @@ static int parse(int argc, char **argv, opts *o) {
         if (rc) return -1;
         i += takes;
     }
-    if (!o->n_batch) o->n_batch = o->n_prompt > 0 ? o->n_prompt : 1;
+    /* without a prompt test, the chunk of -d's fill: the CLI's default */
+    if (!o->n_batch) o->n_batch = o->n_prompt > 0 ? o->n_prompt : 512;
     if (strcmp(o->output, "md") && strcmp(o->output, "json") && strcmp(o->output, "csv")) {
         fprintf(stderr, "moe-bench: -o %s: expected md, json or csv\n", o->output);
         return -1;
