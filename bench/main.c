@@ -365,7 +365,7 @@ static void usage(FILE *f) {
             "  --synthetic NAME  random weights with a real model's shapes: %s\n"
             "  --quant Q         q4, q8, f16, bf16, f32 for every matrix (default: the default recipe)\n"
             "  -d DEPTH          run each test after DEPTH tokens already in the context (default 0)\n"
-            "  -b BATCH          tokens per forward chunk (default: the whole prompt)\n"
+            "  -b BATCH          tokens per forward chunk (default: the whole prompt, or 512 without one)\n"
             "  --membw           measure the read bandwidth only (always measured for tg)\n"
             "  --skew A          with --synthetic: skewed routing, Zipf exponent A (e.g. 1; see bench/README.md)\n"
             "  --text FILE       feed windows of FILE's tokens instead of the seeded stream (real routing)\n"
