@@ -250,7 +250,8 @@ typedef struct bench_env {
 } bench_env;
 
 /* -d DEPTH: the context's first DEPTH tokens (a stream of their own),
- * evaluated in batches of -b and untimed; run_once truncates back to them. */
+ * evaluated in batches of -b and untimed, their routing not tallied;
+ * run_once truncates back to them. */
 static int fill_depth(bench_env *b, const moe_hparams *hp, moe_error *err) {
     const int depth = b->o->n_depth;
     moe_ctx_reset(b->c);
@@ -258,7 +259,9 @@ static int fill_depth(bench_env *b, const moe_hparams *hp, moe_error *err) {
     int32_t *tokens = malloc((size_t)depth * sizeof *tokens);
     if (!tokens) return moe_fail(err, "out of memory");
     token_stream(tokens, depth, hp->n_vocab, 2000, b->text, b->n_text);
+    moe_ctx_on_route(b->c, NULL, NULL);
     const int rc = moe_eval(b->c, tokens, depth, NULL, err);
+    if (b->tally.count) moe_ctx_on_route(b->c, on_route, &b->tally);
     free(tokens);
     return rc;
 }
