@@ -1,23 +1,12 @@
 /* bench_util.c — see bench_util.h. */
-#include <stdlib.h>
-#include <sys/mman.h>
 #include <time.h>
 
 #include "bench_util.h"
-
-#define HUGE_PAGE ((size_t)2 << 20)
 
 double bench_now(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-void *bench_alloc_huge(size_t bytes) {
-    const size_t total = (bytes + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
-    void *p = aligned_alloc(HUGE_PAGE, total);
-    if (p) madvise(p, total, MADV_HUGEPAGE);
-    return p;
 }
 
 void bench_decode_call(const moe_kernels *k, moe_dtype dt, const uint8_t *w, size_t bytes, int copies, int64_t rows,

@@ -1,6 +1,8 @@
-/* bench_util.h — what the benchmarks share: a clock, buffers in the page
- * size a loaded model's weights have, and one decode-style call of the
- * threaded driver. */
+/* bench_util.h — what the benchmarks share: a clock and one decode-style
+ * call of the threaded driver. Their buffers come from moe_alloc_huge
+ * (util/huge.h), in the page size a loaded model's weights have: in 4 KiB
+ * pages this VM streamed a quarter slower, and software prefetch changed
+ * its worth. */
 #ifndef MOE_BENCH_UTIL_H
 #define MOE_BENCH_UTIL_H
 
@@ -11,12 +13,6 @@
 
 /* Seconds on a monotonic clock. */
 double bench_now(void);
-
-/* `bytes` (rounded up to 2 MiB) aligned to 2 MiB and advised into huge
- * pages, as moe-cli --no-mmap loads a model and as the page cache maps one
- * in large folios: in 4 KiB pages this VM streamed a quarter slower, and
- * software prefetch changed its worth. NULL if out of memory; free() it. */
-void *bench_alloc_huge(size_t bytes);
 
 /* Call number `call` of a decode-style run: `products` products of one
  * rows x cols weight of type dt, each on the next of `copies` copies `bytes`

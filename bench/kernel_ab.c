@@ -17,6 +17,7 @@
 #include <stdlib.h>
 
 #include "bench_util.h"
+#include "util/huge.h"
 #include "kernels/kernels.h"
 #include "quant/quant.h"
 
@@ -40,7 +41,7 @@ int main(int argc, char **argv) {
     const size_t bytes = moe_tensor_bytes((moe_dtype)dt, ROWS, COLS);
     float *src = malloc((size_t)ROWS * COLS * sizeof(float)), *x = malloc((size_t)n * COLS * sizeof(float));
     float *y = malloc((size_t)PRODUCTS * ROWS * (size_t)n * sizeof(float));
-    uint8_t *w = bench_alloc_huge(bytes * COPIES);
+    uint8_t *w = moe_alloc_huge(bytes * COPIES);
     moe_act a;
     if (!src || !x || !y || !w || moe_act_alloc(&a, x, (size_t)n, COLS)) {
         fprintf(stderr, "kernel_ab: out of memory\n");

@@ -36,6 +36,7 @@
 #include <string.h>
 
 #include "bench_util.h"
+#include "util/huge.h"
 #include "kernels/kernels.h"
 #include "quant/quant.h"
 
@@ -146,7 +147,7 @@ int main(int argc, char **argv) {
             const moe_dtype dt = types[d];
             if (only >= 0 && (int)dt != only) continue;
             const size_t bytes = moe_tensor_bytes(dt, (uint64_t)rows, (uint64_t)cols);
-            uint8_t *w = bench_alloc_huge(bytes * COPIES);
+            uint8_t *w = moe_alloc_huge(bytes * COPIES);
             if (!w) {
                 fprintf(stderr, "moe-bench-kernels: out of memory\n");
                 return 1;

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bench_util.h"
+#include "util/huge.h"
 #include "membw.h"
 
 #if defined(__x86_64__)
@@ -53,7 +53,7 @@ double moe_measure_read_bandwidth(size_t bytes, int n_threads, int reps) {
     /* In 2 MiB pages, as the weights are: in 4 KiB pages each page costs a
      * walk, nested under a VM's hypervisor, and this VM read 3-23 % less on
      * one thread and 6-10 % on two, which overstated every bw %. */
-    uint8_t *buf = bench_alloc_huge(bytes);
+    uint8_t *buf = moe_alloc_huge(bytes);
     if (!buf) return 0;
     /* Distinct values, written by the threads that will read them (first touch). */
     #pragma omp parallel for schedule(static) num_threads(n_threads)

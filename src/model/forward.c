@@ -31,7 +31,6 @@
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 #include "cache/expert_cache.h"
 #include "kernels/kernels.h"
@@ -39,6 +38,7 @@
 #include "moe/moe.h"
 #include "quant/quant.h"
 #include "util/error.h"
+#include "util/huge.h"
 
 #define QUERY_TILE 4 /* queries per call of scores_kt */
 #define ATT_BLOCK 64 /* cached positions per step of decode attention */
@@ -154,20 +154,6 @@ static void rope_init(moe_ctx *c) {
     }
 }
 
-/* The KV cache in 2 MiB pages where the kernel gives them (transparent huge
- * pages in madvise mode, as on Debian): in 4 KiB pages decode attention
- * read it at 16 GB/s on one core against 26 (bench/README.md, session 8),
- * each page of a long cache costing a walk. */
-static float *alloc_cache(size_t floats) {
-    const size_t huge = (size_t)2 << 20, bytes = (floats * sizeof(float) + huge - 1) / huge * huge;
-    void *p = NULL;
-    if (posix_memalign(&p, huge, bytes)) return NULL;
-#ifdef MADV_HUGEPAGE
-    madvise(p, bytes, MADV_HUGEPAGE);
-#endif
-    return p;
-}
-
 moe_ctx *moe_ctx_new(const moe_model *m, moe_ctx_params p, moe_error *err) {
     const moe_hparams *hp = &m->hp;
     const moe_kernels *kern = moe_kernels_select(p.isa, err);
@@ -208,8 +194,10 @@ moe_ctx *moe_ctx_new(const moe_model *m, moe_ctx_params p, moe_error *err) {
     /* Every buffer is sized here, once; the forward pass allocates nothing. */
     int ok = 1;
 #define ALLOC(p, count) (ok &= ((p) = malloc((size_t)(count) * sizeof *(p))) != NULL)
-    ok &= (c->k_cache = alloc_cache(cache)) != NULL;
-    ok &= (c->v_cache = alloc_cache(mla ? 1 : cache)) != NULL;
+    /* in 2 MiB pages: in 4 KiB pages decode attention read the cache at 16
+     * GB/s on one core against 26 (bench/README.md, session 8) */
+    ok &= (c->k_cache = moe_alloc_huge(cache * sizeof(float))) != NULL;
+    ok &= (c->v_cache = moe_alloc_huge((mla ? 1 : cache) * sizeof(float))) != NULL;
     ALLOC(c->inv_freq, hp->head_dim / 2);
     ALLOC(c->rope_cs, B * (size_t)hp->head_dim);
     ALLOC(c->x, B * E);
