@@ -74,6 +74,9 @@ typedef struct moe_kernels {
      * axpy: y[i] += a x[i] (i < n), a value into a head's output. */
     float (*dot)(const float *a, const float *b, int n);
     void (*axpy)(float *y, float a, const float *x, int n);
+    /* the same with the key or value in f16 (an f16 KV cache) */
+    float (*dot_half)(const float *a, const uint16_t *b, int n);
+    void (*axpy_half)(float *y, float a, const uint16_t *x, int n);
     /* prefill's scores: nq (1..4) queries q_i = q + i * ldq against keys
      * stored transposed in blocks of MOE_KT_BLOCK (see moe_kt_index), all
      * blocks that hold keys below n: s[i * lds + p] = scale * q_i . k_p
@@ -90,6 +93,11 @@ typedef struct moe_kernels {
     /* attention's softmax before its normalization: s[p] = e^(s[p] - max s),
      * p < n (n >= 1); returns their sum (moe_softmax_exp is the reference) */
     float (*softmax_exp)(float *s, int n);
+    /* the KV cache in f16 (IEEE binary16): dst[i] = src[i] rounded to the
+     * nearest half, ties to even, and back (exact), i < n; moe_to_half and
+     * moe_from_half are the reference */
+    void (*to_half)(uint16_t *dst, const float *src, int64_t n);
+    void (*from_half)(float *dst, const uint16_t *src, int64_t n);
 } moe_kernels;
 
 /* Keys transposed for scores_kt: blocks of MOE_KT_BLOCK keys, each block d
@@ -158,5 +166,7 @@ void moe_weight_row(const moe_weight *w, int64_t row, float *out);
 void moe_rmsnorm(float *out, const float *x, const float *weight, int n, float eps);
 void moe_swiglu(float *gate_inout, const float *up, int64_t n); /* gate = silu(gate) * up */
 float moe_softmax_exp(float *s, int n);                          /* see moe_kernels.softmax_exp */
+void moe_to_half(uint16_t *dst, const float *src, int64_t n);    /* see moe_kernels.to_half */
+void moe_from_half(float *dst, const uint16_t *src, int64_t n);
 
 #endif

@@ -18,6 +18,7 @@
 
 #include "kernels.h"
 #include "quant/quant.h"
+#include "util/half.h"
 
 #define TOK_TILE 4
 #define PREFETCH_AHEAD 4096 /* bytes: weights stream once, so ask for them early */
@@ -304,25 +305,39 @@ static void mm_f32(const moe_mm *mm, int64_t r0, int64_t r1) { mm_float(mm, r0, 
 static void mm_f16(const moe_mm *mm, int64_t r0, int64_t r1) { mm_float(mm, r0, r1, MOE_F16); }
 static void mm_bf16(const moe_mm *mm, int64_t r0, int64_t r1) { mm_float(mm, r0, r1, MOE_BF16); }
 
-static float dot(const float *a, const float *b, int n) {
+/* Eight values of a cached row from i on, f32 or (half) f16, as floats;
+ * one value for the tails. */
+static inline __m256 row8(const void *p, int i, int half) {
+    return half ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)p + i))) : _mm256_loadu_ps((const float *)p + i);
+}
+static inline float row1(const void *p, int i, int half) {
+    return half ? moe_f16_to_f32(((const uint16_t *)p)[i]) : ((const float *)p)[i];
+}
+
+static inline __attribute__((always_inline)) float dot_of(const float *a, const void *b, int n, int half) {
     __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
     int i = 0;
     for (; i + 16 <= n; i += 16) {
-        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), row8(b, i, half), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), row8(b, i + 8, half), s1);
     }
-    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), row8(b, i, half), s0);
     float s = hsum256(_mm256_add_ps(s0, s1));
-    for (; i < n; i++) s += a[i] * b[i];
+    for (; i < n; i++) s += a[i] * row1(b, i, half);
     return s;
 }
 
-static void axpy(float *y, float a, const float *x, int n) {
+static inline __attribute__((always_inline)) void axpy_of(float *y, float a, const void *x, int n, int half) {
     const __m256 va = _mm256_set1_ps(a);
     int i = 0;
-    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
-    for (; i < n; i++) y[i] += a * x[i];
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, row8(x, i, half), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] += a * row1(x, i, half);
 }
+
+static float dot(const float *a, const float *b, int n) { return dot_of(a, b, n, 0); }
+static float dot_half(const float *a, const uint16_t *b, int n) { return dot_of(a, b, n, 1); }
+static void axpy(float *y, float a, const float *x, int n) { axpy_of(y, a, x, n, 0); }
+static void axpy_half(float *y, float a, const uint16_t *x, int n) { axpy_of(y, a, x, n, 1); }
 
 /* NQ queries over 16 columns of V at a time (eight accumulators at most):
  * each value row's two vectors are loaded once for all queries. The last
@@ -484,14 +499,32 @@ static float softmax_exp(float *s, int n) {
     return sum;
 }
 
+/* F16C: vcvtps2ph rounds to nearest even, as moe_f32_to_f16 does */
+static void to_half(uint16_t *dst, const float *src, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(dst + i), _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+    moe_to_half(dst + i, src + i, n - i);
+}
+
+static void from_half(float *dst, const uint16_t *src, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
+    moe_from_half(dst + i, src + i, n - i);
+}
+
 const moe_kernels moe_kernels_avx2 = {
     .isa = "avx2",
     .mm = {[MOE_F32] = mm_f32, [MOE_F16] = mm_f16, [MOE_BF16] = mm_bf16, [MOE_Q8] = mm_q8, [MOE_Q4] = mm_q4},
     .quantize_act = quantize_act,
     .dot = dot,
     .axpy = axpy,
+    .dot_half = dot_half,
+    .axpy_half = axpy_half,
     .scores_kt = scores_kt,
     .wsum_tile = wsum_tile,
     .swiglu = swiglu,
     .softmax_exp = softmax_exp,
+    .to_half = to_half,
+    .from_half = from_half,
 };

@@ -168,27 +168,41 @@ static void mm_f16(const moe_mm *mm, int64_t r0, int64_t r1) { mm_float(mm, r0, 
 static void mm_bf16(const moe_mm *mm, int64_t r0, int64_t r1) { mm_float(mm, r0, r1, MOE_BF16); }
 
 /* Attention's inner loops (see moe_kernels). */
-static float dot(const float *a, const float *b, int n) {
+/* Four values of a cached row from i on, f32 or (half) f16, as floats;
+ * one value for the tails. */
+static inline float32x4_t row4(const void *p, int i, int half) {
+    return half ? vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16((const uint16_t *)p + i))) : vld1q_f32((const float *)p + i);
+}
+static inline float row1(const void *p, int i, int half) {
+    return half ? moe_f16_to_f32(((const uint16_t *)p)[i]) : ((const float *)p)[i];
+}
+
+static inline __attribute__((always_inline)) float dot_of(const float *a, const void *b, int n, int half) {
     float32x4_t s0 = vdupq_n_f32(0.0f), s1 = vdupq_n_f32(0.0f);
     int i = 0;
     for (; i + 8 <= n; i += 8) {
-        s0 = vfmaq_f32(s0, vld1q_f32(a + i), vld1q_f32(b + i));
-        s1 = vfmaq_f32(s1, vld1q_f32(a + i + 4), vld1q_f32(b + i + 4));
+        s0 = vfmaq_f32(s0, vld1q_f32(a + i), row4(b, i, half));
+        s1 = vfmaq_f32(s1, vld1q_f32(a + i + 4), row4(b, i + 4, half));
     }
     if (i + 4 <= n) {
-        s0 = vfmaq_f32(s0, vld1q_f32(a + i), vld1q_f32(b + i));
+        s0 = vfmaq_f32(s0, vld1q_f32(a + i), row4(b, i, half));
         i += 4;
     }
     float s = vaddvq_f32(vaddq_f32(s0, s1));
-    for (; i < n; i++) s += a[i] * b[i];
+    for (; i < n; i++) s += a[i] * row1(b, i, half);
     return s;
 }
 
-static void axpy(float *y, float a, const float *x, int n) {
+static inline __attribute__((always_inline)) void axpy_of(float *y, float a, const void *x, int n, int half) {
     int i = 0;
-    for (; i + 4 <= n; i += 4) vst1q_f32(y + i, vfmaq_n_f32(vld1q_f32(y + i), vld1q_f32(x + i), a));
-    for (; i < n; i++) y[i] += a * x[i];
+    for (; i + 4 <= n; i += 4) vst1q_f32(y + i, vfmaq_n_f32(vld1q_f32(y + i), row4(x, i, half), a));
+    for (; i < n; i++) y[i] += a * row1(x, i, half);
 }
+
+static float dot(const float *a, const float *b, int n) { return dot_of(a, b, n, 0); }
+static float dot_half(const float *a, const uint16_t *b, int n) { return dot_of(a, b, n, 1); }
+static void axpy(float *y, float a, const float *x, int n) { axpy_of(y, a, x, n, 0); }
+static void axpy_half(float *y, float a, const uint16_t *x, int n) { axpy_of(y, a, x, n, 1); }
 
 /* One query: 32 columns at a time in eight registers, then 4, then one by
  * one, added to o. */
@@ -274,14 +288,31 @@ static void wsum_tile(float *o, int64_t ldo, const float *s, int64_t lds, const 
     for (int i = 0; i < nq; i++) wsum(o + i * ldo, s + i * lds, scale[i], v, n, ldv, d);
 }
 
+/* FCVTN rounds as the FPCR says: to nearest even, as moe_f32_to_f16 does */
+static void to_half(uint16_t *dst, const float *src, int64_t n) {
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) vst1_u16(dst + i, vreinterpret_u16_f16(vcvt_f16_f32(vld1q_f32(src + i))));
+    moe_to_half(dst + i, src + i, n - i);
+}
+
+static void from_half(float *dst, const uint16_t *src, int64_t n) {
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) vst1q_f32(dst + i, vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(src + i))));
+    moe_from_half(dst + i, src + i, n - i);
+}
+
 const moe_kernels moe_kernels_neon = {
     .isa = "neon",
     .mm = {[MOE_F32] = mm_f32, [MOE_F16] = mm_f16, [MOE_BF16] = mm_bf16, [MOE_Q8] = mm_q8, [MOE_Q4] = mm_q4},
     .quantize_act = quantize_act,
     .dot = dot,
     .axpy = axpy,
+    .dot_half = dot_half,
+    .axpy_half = axpy_half,
     .wsum_tile = wsum_tile,
     .scores_kt = scores_kt,
     .swiglu = moe_swiglu,
     .softmax_exp = moe_softmax_exp,
+    .to_half = to_half,
+    .from_half = from_half,
 };

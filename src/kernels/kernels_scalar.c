@@ -30,6 +30,16 @@ static void axpy(float *y, float a, const float *x, int n) {
     for (int i = 0; i < n; i++) y[i] += a * x[i];
 }
 
+static float dot_half(const float *a, const uint16_t *b, int n) {
+    float s = 0;
+    for (int i = 0; i < n; i++) s += a[i] * moe_f16_to_f32(b[i]);
+    return s;
+}
+
+static void axpy_half(float *y, float a, const uint16_t *x, int n) {
+    for (int i = 0; i < n; i++) y[i] += a * moe_f16_to_f32(x[i]);
+}
+
 static void scores_kt(float *s, int64_t lds, const float *q, int64_t ldq, int nq, const float *kt, int n, int d,
                       float scale) {
     for (int b = 0; b * MOE_KT_BLOCK < n; b++)
@@ -133,8 +143,12 @@ const moe_kernels moe_kernels_scalar = {
     .quantize_act = quantize_act,
     .dot = dot,
     .axpy = axpy,
+    .dot_half = dot_half,
+    .axpy_half = axpy_half,
     .wsum_tile = wsum_tile,
     .scores_kt = scores_kt,
     .swiglu = moe_swiglu,
     .softmax_exp = moe_softmax_exp,
+    .to_half = moe_to_half,
+    .from_half = moe_from_half,
 };

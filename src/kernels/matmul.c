@@ -22,6 +22,7 @@
 #endif
 #include "quant/quant.h"
 #include "util/error.h"
+#include "util/half.h"
 
 #define ROWS_PER_UNIT 32  /* a multiple of MOE_QR */
 /* From this many tokens on, a product of f32 weights with contiguous
@@ -294,4 +295,12 @@ void moe_swiglu(float *gate_inout, const float *up, int64_t n) {
         float g = gate_inout[i];
         gate_inout[i] = g / (1.0f + expf(-g)) * up[i];
     }
+}
+
+void moe_to_half(uint16_t *dst, const float *src, int64_t n) {
+    for (int64_t i = 0; i < n; i++) dst[i] = moe_f32_to_f16(src[i]);
+}
+
+void moe_from_half(float *dst, const uint16_t *src, int64_t n) {
+    for (int64_t i = 0; i < n; i++) dst[i] = moe_f16_to_f32(src[i]);
 }

@@ -303,16 +303,19 @@ static void test_softmax_exp(const moe_kernels *k, unsigned *seed) {
     }
 }
 
-/* decode attention's dot and axpy against double precision: lengths 0..69
- * and 128..600 (around every vector width, unroll and tail, and MLA's 512
- * and 576); axpy must leave the values past n alone. */
+/* decode attention's dot and axpy against double precision, with the key
+ * or value in f32 and in f16: lengths 0..69 and 128..600 (around every
+ * vector width, unroll and tail, and MLA's 512 and 576); axpy must leave the
+ * values past n alone. */
 static void test_attention_ops(const moe_kernels *k, unsigned *seed) {
     enum { MAXD = 600 };
     static float a[MAXD], b[MAXD], y[MAXD + 1], y0[MAXD];
+    static uint16_t b16[MAXD];
     for (int n = 0; n <= MAXD; n = n == 69 ? 128 : n < 200 ? n + 1 : n + 47) {
         for (int i = 0; i < n; i++) {
             a[i] = rnd(seed);
-            b[i] = rnd(seed);
+            b16[i] = moe_f32_to_f16(rnd(seed) * 3);
+            b[i] = moe_f16_to_f32(b16[i]); /* the same values in both types */
             y0[i] = y[i] = rnd(seed);
         }
         double ref = 0, mag = 0;
@@ -321,12 +324,64 @@ static void test_attention_ops(const moe_kernels *k, unsigned *seed) {
             mag += fabs((double)a[i] * b[i]);
         }
         CHECK(fabs(k->dot(a, b, n) - ref) <= 1e-6 * (mag + 1e-6), "%s dot n=%d", k->isa, n);
+        CHECK(fabs(k->dot_half(a, b16, n) - ref) <= 1e-6 * (mag + 1e-6), "%s dot_half n=%d", k->isa, n);
         y[n] = 42.0f;
-        k->axpy(y, -0.75f, a, n);
+        k->axpy(y, -0.75f, b, n);
         int bad = y[n] != 42.0f;
-        for (int i = 0; i < n; i++) bad += !(fabs(y[i] - (y0[i] - 0.75 * a[i])) <= 1e-6 * (fabs(y0[i]) + fabs(a[i])));
+        for (int i = 0; i < n; i++) bad += !(fabs(y[i] - (y0[i] - 0.75 * b[i])) <= 1e-6 * (fabs(y0[i]) + fabs(b[i])));
         CHECK(bad == 0, "%s axpy n=%d: %d wrong (or wrote past the end)", k->isa, n, bad);
+        memcpy(y, y0, (size_t)n * sizeof *y);
+        k->axpy_half(y, -0.75f, b16, n);
+        bad = y[n] != 42.0f;
+        for (int i = 0; i < n; i++) bad += !(fabs(y[i] - (y0[i] - 0.75 * b[i])) <= 1e-6 * (fabs(y0[i]) + fabs(b[i])));
+        CHECK(bad == 0, "%s axpy_half n=%d: %d wrong (or wrote past the end)", k->isa, n, bad);
     }
+}
+
+/* the f16 KV cache's conversions, bit for bit against the reference (NaN
+ * only as NaN: hardware keeps payloads): every half back to float, and
+ * floats of every exponent that halves have (subnormals, overflow to inf,
+ * ties), lengths 0..70 and 1000, nothing written past n. */
+static void test_half_conversions(const moe_kernels *k, unsigned *seed) {
+    enum { MAXN = 1000 };
+    static float f[MAXN + 1], back[MAXN + 1];
+    static uint16_t h[MAXN + 1];
+    int bad = 0;
+    for (int n = 0; n <= MAXN; n = n == 70 ? MAXN : n + 1) {
+        for (int i = 0; i < n; i++) {
+            *seed = *seed * 1664525u + 1013904223u;
+            /* exponents 2^-26 .. 2^17, around both ends of f16's range; every
+             * 16th value a tie between two halves */
+            const uint32_t bits = (*seed & 0x807fffffu) | ((*seed >> 7) % 44 + 101) << 23;
+            f[i] = moe_bits_f32(i % 16 == 5 ? (bits & ~0x1fffu) | 0x1000u : bits);
+        }
+        h[n] = 0xbeef;
+        k->to_half(h, f, n);
+        for (int i = 0; i < n; i++) bad += h[i] != moe_f32_to_f16(f[i]);
+        bad += h[n] != 0xbeef;
+        back[n] = 42.0f;
+        k->from_half(back, h, n);
+        for (int i = 0; i < n; i++) bad += moe_f32_bits(back[i]) != moe_f32_bits(moe_f16_to_f32(h[i]));
+        bad += back[n] != 42.0f;
+    }
+    CHECK(bad == 0, "%s to_half/from_half: %d values differ from the reference (or written past n)", k->isa, bad);
+    bad = 0;
+    for (uint32_t v = 0; v < 65536; v += MAXN) {
+        const int n = 65536 - v < MAXN ? (int)(65536 - v) : MAXN;
+        for (int i = 0; i < n; i++) h[i] = (uint16_t)(v + (uint32_t)i);
+        k->from_half(back, h, n);
+        for (int i = 0; i < n; i++) {
+            const float want = moe_f16_to_f32(h[i]);
+            bad += isnan(want) ? !isnan(back[i]) : moe_f32_bits(back[i]) != moe_f32_bits(want);
+        }
+    }
+    const float special[] = {0.0f, -0.0f, INFINITY, -INFINITY, NAN, 65504.0f, 65519.99f, 65520.0f, -1e9f, 5.9604645e-8f,
+                             2.9802322e-8f, 2.9802326e-8f, 6.1035156e-5f, 6.1031434e-5f};
+    const int ns = (int)(sizeof special / sizeof *special);
+    k->to_half(h, special, ns);
+    for (int i = 0; i < ns; i++)
+        bad += isnan(special[i]) ? (h[i] & 0x7c00u) != 0x7c00u || !(h[i] & 0x3ffu) : h[i] != moe_f32_to_f16(special[i]);
+    CHECK(bad == 0, "%s to_half/from_half: %d of all halves and the special values differ", k->isa, bad);
 }
 
 /* wsum_tile against double precision: 1-4 queries, widths around the
@@ -445,6 +500,7 @@ int main(void) {
     test_attention_ops(&moe_kernels_scalar, &seed);
     test_softmax_exp(&moe_kernels_scalar, &seed);
     test_scores_kt(&moe_kernels_scalar, &seed);
+    test_half_conversions(&moe_kernels_scalar, &seed);
     for (int i = 0; i < N_SIMD; i++)
         if (simd[i]) {
             test_attention_ops(simd[i], &seed);
@@ -452,6 +508,7 @@ int main(void) {
             test_swiglu(simd[i], &seed);
             test_softmax_exp(simd[i], &seed);
             test_wsum_tile(simd[i], &seed);
+            test_half_conversions(simd[i], &seed);
         }
 
     float x[5] = {1, -2, 3, 0.5f, -0.25f}, wt[5] = {1, 0.5f, 2, 1, -1}, o[5];
