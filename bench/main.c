@@ -3,7 +3,7 @@
  * the machine's own memory bandwidth.
  *
  *   moe-bench -m FILE | --synthetic NAME [--quant Q] [--layers N] [--skew A]
- *             [-p 512] [-n 128] [-d DEPTH] [-t THREADS] [-r REPS] [-o md|json|csv] [--membw]
+ *             [-p 512] [-n 128] [-d DEPTH] [-t THREADS] [-r REPS] [-o md|json|csv] [--membw] [--kv-type T]
  *             [--expert-cache SIZE [--cache-policy P] [--cache-pin N] [--prefetch on|off]]
  *             [--drop-caches] [--text FILE]
  *
@@ -52,7 +52,7 @@
 #define MAX_REPS 100
 
 typedef struct opts {
-    const char *model, *synthetic, *output, *quant, *cache_dir, *expert_cache, *cache_policy, *text;
+    const char *model, *synthetic, *output, *quant, *cache_dir, *expert_cache, *cache_policy, *text, *kv_type;
     int n_prompt, n_gen, n_depth, n_batch, n_threads, reps, layers, membw, cache_pin, prefetch, drop_caches, no_mmap;
     double skew;
 } opts;
@@ -369,6 +369,7 @@ static void usage(FILE *f) {
             "  --quant Q         q4, q8, f16, bf16, f32 for every matrix (default: the default recipe)\n"
             "  -d DEPTH          run each test after DEPTH tokens already in the context (default 0)\n"
             "  -b BATCH          tokens per forward chunk (default: the whole prompt, or 512 without one)\n"
+            "  --kv-type T       the KV cache's values, f16 or f32 (default f16)\n"
             "  --membw           measure the read bandwidth only (always measured for tg)\n"
             "  --skew A          with --synthetic: skewed routing, Zipf exponent A (e.g. 1; see bench/README.md)\n"
             "  --text FILE       feed windows of FILE's tokens instead of the seeded stream (real routing)\n"
@@ -408,6 +409,10 @@ static int parse(int argc, char **argv, opts *o) {
         else if (!strcmp(a, "--quant")) o->quant = v;
         else if (!strcmp(a, "--cache-dir")) o->cache_dir = v;
         else if (!strcmp(a, "--text")) o->text = v;
+        else if (!strcmp(a, "--kv-type")) {
+            if (strcmp(v, "f16") && strcmp(v, "f32")) { fprintf(stderr, "moe-bench: --kv-type expects f16 or f32, got \"%s\"\n", v); return -1; }
+            o->kv_type = v;
+        }
         else if (!strcmp(a, "--expert-cache")) o->expert_cache = v;
         else if (!strcmp(a, "--cache-policy")) o->cache_policy = v;
         else if (!strcmp(a, "--cache-pin")) rc = int_opt(a, v, &o->cache_pin);
@@ -433,6 +438,7 @@ static int parse(int argc, char **argv, opts *o) {
         i += takes;
     }
     /* without a prompt test, the chunk of -d's fill: the CLI's default */
+    if (!o->kv_type) o->kv_type = "f16";
     if (!o->n_batch) o->n_batch = o->n_prompt > 0 ? o->n_prompt : 512;
     if (strcmp(o->output, "md") && strcmp(o->output, "json") && strcmp(o->output, "csv")) {
         fprintf(stderr, "moe-bench: -o %s: expected md, json or csv\n", o->output);
@@ -532,8 +538,8 @@ static void output(const opts *o, const char *path, const char *cpu, const char 
     const long rss = rss_bytes();
     const char *recipe = moe_model_meta_str(m, "general.recipe");
     if (!strcmp(o->output, "md")) {
-        printf("cpu: %s | isa: %s | threads: %d | read bandwidth: %.1f GB/s | rss: %.2f GiB\n", cpu, isa, threads,
-               membw, rss / 1073741824.0);
+        printf("cpu: %s | isa: %s | threads: %d | read bandwidth: %.1f GB/s | rss: %.2f GiB | KV cache: %s\n", cpu, isa,
+               threads, membw, rss / 1073741824.0, o->kv_type);
         printf("model: %s (%s) | recipe: %s\n\n", path, hp->architecture, recipe ? recipe : "?");
         printf("| model | size | params | active | threads | test | t/s | GB/s | bw %% |\n");
         printf("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
@@ -569,13 +575,13 @@ static void output(const opts *o, const char *path, const char *cpu, const char 
             printf(" (%%)\n");
         }
     } else if (!strcmp(o->output, "csv")) {
-        printf("model_filename,model_type,model_size,model_n_params,cpu_info,isa,n_threads,n_batch,n_prompt,n_gen,n_depth,avg_ns,"
+        printf("model_filename,model_type,model_size,model_n_params,cpu_info,isa,n_threads,n_batch,type_k,type_v,n_prompt,n_gen,n_depth,avg_ns,"
                "stddev_ns,avg_ts,stddev_ts,membw_gbs,bytes_per_token,bw_fraction,rss_bytes\n");
         for (int i = 0; i < n_res; i++) {
             const result *r = &res[i];
-            printf("\"%s\",\"%s\",%llu,%llu,\"%s\",%s,%d,%d,%d,%d,%d,%.0f,%.0f,%.4f,%.4f,%.2f,%.0f,%.4f,%ld\n", path,
+            printf("\"%s\",\"%s\",%llu,%llu,\"%s\",%s,%d,%d,%s,%s,%d,%d,%d,%.0f,%.0f,%.4f,%.4f,%.2f,%.0f,%.4f,%ld\n", path,
                    hp->architecture, (unsigned long long)moe_model_file_size(m), (unsigned long long)total, cpu, isa,
-                   threads, o->n_batch, r->n_prompt, r->n_gen, r->n_depth, r->avg_ns, r->sd_ns, r->avg_ts, r->sd_ts, membw,
+                   threads, o->n_batch, o->kv_type, o->kv_type, r->n_prompt, r->n_gen, r->n_depth, r->avg_ns, r->sd_ns, r->avg_ts, r->sd_ts, membw,
                    r->bw_fraction >= 0 ? r->bytes_per_token : 0, r->bw_fraction >= 0 ? r->bw_fraction : 0, rss);
         }
     } else {
@@ -589,8 +595,10 @@ static void output(const opts *o, const char *path, const char *cpu, const char 
                    (unsigned long long)total);
             print_json_str("cpu_info", cpu, 1);
             print_json_str("isa", isa, 1);
-            printf("\"n_threads\": %d, \"n_batch\": %d, \"n_prompt\": %d, \"n_gen\": %d, \"n_depth\": %d, ", threads,
-                   o->n_batch, r->n_prompt, r->n_gen, r->n_depth);
+            printf("\"n_threads\": %d, \"n_batch\": %d, ", threads, o->n_batch);
+            print_json_str("type_k", o->kv_type, 1);
+            print_json_str("type_v", o->kv_type, 1);
+            printf("\"n_prompt\": %d, \"n_gen\": %d, \"n_depth\": %d, ", r->n_prompt, r->n_gen, r->n_depth);
             printf("\"avg_ns\": %.0f, \"stddev_ns\": %.0f, \"avg_ts\": %.6f, \"stddev_ts\": %.6f, ", r->avg_ns, r->sd_ns,
                    r->avg_ts, r->sd_ts);
             printf("\"samples_ns\": [");
@@ -666,7 +674,7 @@ int main(int argc, char **argv) {
     }
     bench_env b = {.o = &o, .path = path, .m = m,
                    .params = {.n_ctx = n_ctx, .n_batch = o.n_batch, .n_threads = threads, .isa = getenv("MOE_ISA"),
-                              .expert_cache_bytes = cache_bytes, .expert_cache_policy = o.cache_policy,
+                              .kv_type = o.kv_type, .expert_cache_bytes = cache_bytes, .expert_cache_policy = o.cache_policy,
                               .expert_cache_pin = o.cache_pin, .expert_cache_prefetch = o.prefetch}};
     /* routing statistics, to say how skewed the routing was */
     b.tally = (route_tally){.n_layers = hp->n_layers, .n_experts = hp->n_experts, .k = hp->n_experts_used};
@@ -716,7 +724,8 @@ int main(int argc, char **argv) {
          * reached 134 % (q8, 34.2 GB/s read twice while decode read 45.7). */
         membw = r->membw_seen > membw ? r->membw_seen : membw;
         /* on average a decoded token attends over depth + n_gen / 2 earlier positions */
-        const double kv = (double)moe_model_kv_bytes_per_token(m) * (o.n_depth + (o.n_gen + 1) / 2.0);
+        const double kv = (double)moe_model_kv_values_per_token(m) * (strcmp(o.kv_type, "f16") ? 4 : 2) *
+                          (o.n_depth + (o.n_gen + 1) / 2.0);
         r->bytes_per_token = (double)moe_model_bytes_per_token(m) + kv;
         r->bw_fraction = membw > 0 ? r->bytes_per_token * r->avg_ts / (membw * 1e9) : 0;
     }

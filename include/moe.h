@@ -157,10 +157,10 @@ int moe_model_verify(const moe_model *m,
  * embedding row (the KV cache is not counted). */
 uint64_t moe_model_bytes_per_token(const moe_model *m);
 
-/* Bytes the KV cache holds per token (all layers; values are float32): 2 x
- * kv heads x head_dim per layer, or with MLA only the latent and the rope
- * key, kv_lora_rank + qk_rope_head_dim. */
-uint64_t moe_model_kv_bytes_per_token(const moe_model *m);
+/* Values the KV cache holds per token (all layers; 2 bytes each in f16, 4
+ * in f32): 2 x kv heads x head_dim per layer, or with MLA only the latent
+ * and the rope key, kv_lora_rank + qk_rope_head_dim. */
+uint64_t moe_model_kv_values_per_token(const moe_model *m);
 
 /* Bytes of all routed experts of all layers (what an expert cache budget is a share of). */
 uint64_t moe_model_routed_expert_bytes(const moe_model *m);
@@ -175,6 +175,8 @@ typedef struct moe_ctx_params {
     int32_t n_batch;           /* tokens per forward chunk; 0: 512 (at most n_ctx) */
     int32_t n_threads;         /* 0: OpenMP's default */
     const char *isa;           /* kernels to use: "scalar", "avx2", "neon"; NULL: best for this CPU */
+    const char *kv_type;       /* the KV cache's values: "f16" or "f32"; NULL: "f16", as llama.cpp
+                                  (half the memory; at depth decode reads it as much as the weights) */
     uint64_t expert_cache_bytes; /* > 0: serve routed experts from a cache of this many bytes
                                     (whole experts), read from the file; 0: the mapping */
     const char *expert_cache_policy; /* "lru", "lfu" (decayed), "stats" (routing statistics);

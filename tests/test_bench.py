@@ -9,6 +9,8 @@
   the counts asked for, one sample per run, t/s from the samples, bytes per
   token and bandwidth fraction for decode only;
 - with `--expert-cache`, the cache fields, in range;
+- `--kv-type f16|f32`: the KV cache's type in `type_k`/`type_v` (f16 by
+  default) and in bytes per token;
 - `--text FILE` feeds windows of the text: two invocations see the same
   routing (the windows depend only on the run), and it differs from the
   seeded stream's;
@@ -68,6 +70,15 @@ def main():
           f"n_depth: {[r['n_depth'] for r in deep]} with -d 24, {[r['n_depth'] for r in recs]} without")
     check(deep[-1]["bytes_per_token"] > tg["bytes_per_token"],
           f"decode at depth 24 reads more KV cache per token: {deep[-1]['bytes_per_token']} vs {tg['bytes_per_token']}")
+    # the KV cache in f16 by default: at depth 24 decode reads 24 + 4.5
+    # positions on average, each twice the bytes in f32
+    deep32 = bench_json(a.bench, "--text", TEXT, "-d", "24", "--kv-type", "f32")
+    check(all(r["type_k"] == r["type_v"] == "f16" for r in recs + deep) and
+          all(r["type_k"] == r["type_v"] == "f32" for r in deep32),
+          f"type_k/type_v: f16 by default, f32 with --kv-type f32: {[(r['type_k'], r['type_v']) for r in deep + deep32]}")
+    kv16_24 = deep[-1]["bytes_per_token"] - tg["bytes_per_token"]
+    ratio = (deep32[-1]["bytes_per_token"] - deep[-1]["bytes_per_token"]) / kv16_24
+    check(abs(ratio - 28.5 / 24) < 1e-6, f"f32 KV cache counted at twice f16's bytes per position: ratio {ratio}")
     md = run([a.bench, "-m", MODEL, "-p", "16", "-n", "8", "-d", "24", "-r", "1", "-t", "1"]).stdout
     check("| pp16 @ d24 |" in md and "| tg8 @ d24 |" in md, "markdown names the tests pp16 @ d24 and tg8 @ d24")
 
@@ -91,7 +102,8 @@ def main():
                ([a.bench, "-m", MODEL, "-p", "16", "-r", "1", "--text", os.path.join(tmp, "none.txt")], 1, ["none.txt"]),
                ([a.bench, "-m", MODEL, "--skew", "1"], 2, ["--skew", "--synthetic"]),
                ([a.bench, "-m", MODEL, "--prefetch", "on"], 2, ["--expert-cache"]),
-               ([a.bench, "-m", MODEL, "-r", "0"], 2, ["-r"])]
+               ([a.bench, "-m", MODEL, "-r", "0"], 2, ["-r"]),
+               ([a.bench, "-m", MODEL, "--kv-type", "q8"], 2, ["--kv-type", "q8"])]
         for cmd, code, words in bad:
             p = run(cmd, expect_ok=False)
             err = p.stderr.strip()

@@ -9,13 +9,16 @@ For each family (mixtral, qwen2_moe, qwen3_moe, olmoe) x dtype (f32, bf16;
 qwen3_moe f32 is written in 3 shards):
   1. tests/gen_checkpoint.py writes a tiny seeded checkpoint;
   2. moe-convert HFDIR -o OUT.moe --quant f32|bf16 (the checkpoint's own type);
-  3. moe-cli run -m OUT.moe --tokens <P ids> -n 16 --logits-out X.bin, and
-     tests/reference/reference.py with the same tokens;
-     the generated ids must match, and max|dlogit| <= tol * max|logit_ref|
-     over all P + N rows (tol 1e-3 for f32, 1e-2 for bf16);
+  3. moe-cli run -m OUT.moe --kv-type f32 --tokens <P ids> -n 16
+     --logits-out X.bin, and tests/reference/reference.py with the same
+     tokens; the generated ids must match, and max|dlogit| <= tol *
+     max|logit_ref| over all P + N rows (tol 1e-3 for f32, 1e-2 for bf16);
   4. cache vs prefill: moe-cli run --tokens <prompt + generated> -n 0 must
      reproduce X.bin's rows (tol 1e-4 * max|logit|), in one chunk and in
-     chunks of 7 (-b 7).
+     chunks of 7 (-b 7);
+  5. the f16 KV cache (the default): a prefill of the reference's tokens
+     against the reference (tol 5e-3), and (f32 checkpoints) decode at
+     150-156 positions against a prefill, as for f32.
 With --reference-only, steps 2-4 are replaced by self-checks of the
 generator and the reference: shapes, finiteness, causality, bf16 rounding,
 sharded == unsharded, top-k weight sums, decision margins far from ties, and
@@ -54,6 +57,7 @@ LONG_PROMPT_LEN = 150   # decode attention over more than two of its 64-position
 LONG_N_GEN = 6
 TOL_LOGITS = {"f32": 1e-3, "bf16": 1e-2}
 TOL_CACHE = 1e-4
+TOL_KV_F16 = 5e-3   # keys and values rounded to f16 (2^-11 relative); 1.1e-3 seen
 MIN_GAP = 1e-3      # decision margins (logit units) below this are flagged
 TIMEOUT = 300
 
@@ -180,7 +184,7 @@ def runtime_case(args, family, dtype, shards):
     run(convert, "moe-convert")
 
     x_path = hf + ".X.bin"
-    stdout = run([args.cli, "run", "-m", moe, "--tokens", ",".join(map(str, prompt)),
+    stdout = run([args.cli, "run", "-m", moe, "--kv-type", "f32", "--tokens", ",".join(map(str, prompt)),
                   "-n", str(N), "--logits-out", x_path], "moe-cli run")
     try:
         ids = reference.parse_tokens(last_line(stdout))
@@ -207,17 +211,30 @@ def runtime_case(args, family, dtype, shards):
     # in one chunk and in chunks of 7 (-b 7: the cache carries each chunk
     # into the next).
     for what, extra, suffix in (("cache vs prefill", [], ".Y.bin"), ("prefill in chunks of 7", ["-b", "7"], ".Z.bin")):
-        cmd = [args.cli, "run", "-m", moe, "--tokens", ",".join(map(str, prompt + ids)), "-n", "0", *extra]
+        cmd = [args.cli, "run", "-m", moe, "--kv-type", "f32", "--tokens", ",".join(map(str, prompt + ids)), "-n", "0",
+               *extra]
         run(cmd + ["--logits-out", hf + suffix], " ".join(["moe-cli run -n 0", *extra]))
         Y = read_logits(hf + suffix, vocab, P + N, " ".join(["moe-cli -n 0", *extra, "--logits-out"]))
         ok2, rel2, details2 = compare(X, Y, TOL_CACHE, P)
         line += f"; {what} rel err {rel2:.3g} (tol {TOL_CACHE:g}, {details2})"
         if not ok2:
             problems.append(f"{what} over tolerance: {details2}")
+
+    # The f16 cache: the reference's own tokens, so that rows compare even
+    # where a near tie would let f16's rounding pick another token.
+    f16_path = hf + ".F16.bin"
+    run([args.cli, "run", "-m", moe, "--tokens", ",".join(map(str, prompt + ref_ids)), "-n", "0",
+         "--logits-out", f16_path], "moe-cli run -n 0 (f16 KV cache)")
+    F = read_logits(f16_path, vocab, P + N, "moe-cli -n 0 --logits-out (f16 KV cache)")
+    ok3, rel3, details3 = compare(F, ref, TOL_KV_F16, P)
+    line += f"; f16 KV cache rel err {rel3:.3g} (tol {TOL_KV_F16:g}, {details3})"
+    if not ok3:
+        problems.append(f"f16 KV cache over tolerance: {details3}")
     if dtype == "f32":
-        long_problems, long_line = long_decode_checks(args, family, moe, vocab)
-        problems += long_problems
-        line += "; " + long_line
+        for kv_type in ("f32", "f16"):
+            long_problems, long_line = long_decode_checks(args, family, moe, vocab, kv_type)
+            problems += long_problems
+            line += "; " + long_line
     line += f"; {margin_note(stats)}"
     if family.startswith("deepseek"):
         problems += deepseek_checks(args, hf, moe)
@@ -226,7 +243,7 @@ def runtime_case(args, family, dtype, shards):
     return line
 
 
-def long_decode_checks(args, family, moe, vocab):
+def long_decode_checks(args, family, moe, vocab, kv_type):
     """Decoding at 150-156 positions must equal a prefill of the same tokens.
     Decode attention reads the cache in blocks of 64 positions, each thread
     its own run of them, and merges the runs: one thread takes three blocks
@@ -234,22 +251,24 @@ def long_decode_checks(args, family, moe, vocab):
     each, merged. Prefill attention is separate code, which walks keys in
     blocks of 128 for groups of 32 queries; with -t 3 the prefill goes in
     chunks of 50, so groups start at positions that are not multiples of 32
-    and straddle the blocks."""
+    and straddle the blocks. Both read the same cache, so an f16 cache is held
+    to the same tolerance."""
     rng = np.random.default_rng(SEEDS[family] + 2000)
     prompt = [int(t) for t in rng.integers(0, vocab, LONG_PROMPT_LEN)]
     P, N = LONG_PROMPT_LEN, LONG_N_GEN
     problems, notes = [], []
     for threads, chunks in (("1", []), ("3", ["-b", "50"])):
-        base = moe + f".long-t{threads}"
-        stdout = run([args.cli, "run", "-m", moe, "--tokens", ",".join(map(str, prompt)), "-n", str(N),
-                      "-t", threads, "--logits-out", base + ".X.bin"], f"moe-cli run -t {threads} (long)")
+        base = moe + f".long-{kv_type}-t{threads}"
+        stdout = run([args.cli, "run", "-m", moe, "--kv-type", kv_type, "--tokens", ",".join(map(str, prompt)),
+                      "-n", str(N), "-t", threads, "--logits-out", base + ".X.bin"], f"moe-cli run -t {threads} (long)")
         ids = reference.parse_tokens(last_line(stdout))
         X = read_logits(base + ".X.bin", vocab, P + N, "moe-cli --logits-out (long)")
-        run([args.cli, "run", "-m", moe, "--tokens", ",".join(map(str, prompt + ids)), "-n", "0", "-t", threads,
+        run([args.cli, "run", "-m", moe, "--kv-type", kv_type, "--tokens", ",".join(map(str, prompt + ids)), "-n", "0",
+             "-t", threads,
              *chunks, "--logits-out", base + ".Y.bin"], f"moe-cli run -n 0 -t {threads} {' '.join(chunks)} (long)")
         Y = read_logits(base + ".Y.bin", vocab, P + N, "moe-cli -n 0 --logits-out (long)")
         ok, rel, details = compare(X, Y, TOL_CACHE, P)
-        what = f"{P}-token decode with -t {threads} vs prefill" + (f" in chunks of {chunks[1]}" if chunks else "")
+        what = f"{kv_type} {P}-token decode with -t {threads} vs prefill" + (f" in chunks of {chunks[1]}" if chunks else "")
         notes.append(f"{what}: rel err {rel:.3g}")
         if not ok:
             problems.append(f"{what} over tolerance: {details}")
@@ -261,10 +280,10 @@ def deepseek_checks(args, hf, moe):
     with open(os.path.join(hf, "config.json")) as f:
         cfg = json.load(f)
     info = run([args.cli, "info", "-m", moe, "--tensors"], "moe-cli info")
-    want = (cfg["kv_lora_rank"] + cfg["qk_rope_head_dim"]) * cfg["num_hidden_layers"] * 4
+    want = (cfg["kv_lora_rank"] + cfg["qk_rope_head_dim"]) * cfg["num_hidden_layers"] * 2
     problems = []
     if f"KV cache:        {want} bytes per token" not in info:
-        problems.append(f"KV cache per token is not (kv_lora_rank + qk_rope_head_dim) x layers x 4 = {want}")
+        problems.append(f"KV cache per token is not (kv_lora_rank + qk_rope_head_dim) x layers x 2 (f16) = {want}")
     mtp = [line for line in info.splitlines() if line.strip().startswith("mtp.")]
     n_mtp = cfg.get("num_nextn_predict_layers", 0)
     if n_mtp and not any(".eh_proj.weight" in line for line in mtp):

@@ -53,8 +53,14 @@ struct moe_ctx {
     int n_ctx, n_batch, n_threads;
     int32_t pos;
 
-    float *k_cache, *v_cache;   /* [n_layers][n_ctx][kv_dim]; MLA: the latent and rope key, no v_cache */
-    int kv_dim;                 /* floats per position and layer in k_cache */
+    void *k_cache, *v_cache;    /* [n_layers][n_ctx][kv_dim]; MLA: the latent and rope key, no v_cache */
+    int kv_dim;                 /* values per position and layer in k_cache */
+    int kv_f16;                 /* the cache holds f16 (else f32): half the memory, and half
+                                 * the bytes decode reads at depth */
+    float *kv_buf;              /* f16 cache: n_threads x kv_buf_len floats, what attention converts:
+                                 * a block of one KV head's values (decode), a key (prefill) */
+    size_t kv_buf_len;
+    float *vt;                  /* f16 cache, prefill: one KV head's values as floats (ld_scores x d_v) */
     double *inv_freq;           /* rope_dim / 2 RoPE frequencies */
     float *rope_cs;             /* n_batch x rope_dim / 2 x (cos, sin) x rope_mscale: the chunk's rotations,
                                  * computed once for all layers */
@@ -158,6 +164,10 @@ moe_ctx *moe_ctx_new(const moe_model *m, moe_ctx_params p, moe_error *err) {
     const moe_hparams *hp = &m->hp;
     const moe_kernels *kern = moe_kernels_select(p.isa, err);
     if (!kern) return NULL;
+    if (p.kv_type && strcmp(p.kv_type, "f16") && strcmp(p.kv_type, "f32")) {
+        moe_fail(err, "KV cache type \"%s\": expected f16 or f32", p.kv_type);
+        return NULL;
+    }
     moe_ctx *c = calloc(1, sizeof *c);
     if (!c) {
         moe_fail(err, "out of memory");
@@ -173,6 +183,7 @@ moe_ctx *moe_ctx_new(const moe_model *m, moe_ctx_params p, moe_error *err) {
         }
         c->experts = moe_expert_cache_source(c->cache);
     }
+    c->kv_f16 = !p.kv_type || !strcmp(p.kv_type, "f16");
     c->n_ctx = p.n_ctx > 0 ? p.n_ctx : (hp->n_ctx_train < 4096 ? hp->n_ctx_train : 4096);
     /* 512, as llama.cpp's micro-batch: a prompt of 512 in chunks of 64 was
      * about 15 % slower (each expert's weights read once per chunk, over
@@ -189,15 +200,16 @@ moe_ctx *moe_ctx_new(const moe_model *m, moe_ctx_params p, moe_error *err) {
     const size_t n_exp = (size_t)imax(hp->n_experts, 1), topk = (size_t)imax(hp->n_experts_used, 1);
     const size_t slots = B * topk, eff = (size_t)imax(hp->expert_ffn, 1);
     const size_t sff = (size_t)imax(imax(hp->dense_ffn, hp->shared_ffn), 1);
-    const size_t cache = (size_t)hp->n_layers * (size_t)c->n_ctx * kvd; /* each of K and V; MLA: the latent only */
+    /* bytes of each of K and V; MLA: the latent only */
+    const size_t cache = (size_t)hp->n_layers * (size_t)c->n_ctx * kvd * (c->kv_f16 ? 2 : 4);
 
     /* Every buffer is sized here, once; the forward pass allocates nothing. */
     int ok = 1;
 #define ALLOC(p, count) (ok &= ((p) = malloc((size_t)(count) * sizeof *(p))) != NULL)
     /* in 2 MiB pages: in 4 KiB pages decode attention read the cache at 16
      * GB/s on one core against 26 (bench/README.md, session 8) */
-    ok &= (c->k_cache = moe_alloc_huge(cache * sizeof(float))) != NULL;
-    ok &= (c->v_cache = moe_alloc_huge((mla ? 1 : cache) * sizeof(float))) != NULL;
+    ok &= (c->k_cache = moe_alloc_huge(cache)) != NULL;
+    ok &= (c->v_cache = moe_alloc_huge(mla ? 1 : cache)) != NULL;
     ALLOC(c->inv_freq, hp->head_dim / 2);
     ALLOC(c->rope_cs, B * (size_t)hp->head_dim);
     ALLOC(c->x, B * E);
@@ -230,6 +242,9 @@ moe_ctx *moe_ctx_new(const moe_model *m, moe_ctx_params p, moe_error *err) {
     ALLOC(c->run_sum, (size_t)c->n_threads * H);
     ALLOC(c->run_out, (size_t)c->n_threads * H * (size_t)c->ld_run_out);
     ALLOC(c->kt, B < QUERY_TILE ? 1 : (size_t)c->ld_scores * (mla ? kvd : (size_t)hp->head_dim));
+    c->kv_buf_len = c->kv_f16 ? (size_t)imax((int)kvd, ATT_BLOCK * c->ld_run_out) : 1;
+    ALLOC(c->kv_buf, (size_t)c->n_threads * c->kv_buf_len);
+    ALLOC(c->vt, c->kv_f16 && B >= QUERY_TILE ? (size_t)c->ld_scores * (size_t)c->ld_run_out : 1);
     ALLOC(c->route_scratch, moe_route_scratch(hp));
     ALLOC(c->pf_scores, n_exp);
     ALLOC(c->pf_sel, n_exp);
@@ -250,7 +265,7 @@ moe_ctx *moe_ctx_new(const moe_model *m, moe_ctx_params p, moe_error *err) {
           !moe_act_alloc(&c->act_h, c->h_gate, slots, (int64_t)eff) & !moe_act_alloc(&c->act_hs, c->hs_gate, B, (int64_t)sff);
     if (!ok) {
         moe_fail(err, "out of memory for a context of %d positions (KV cache %zu MiB)", c->n_ctx,
-                 2 * cache * sizeof(float) >> 20);
+                 2 * cache >> 20);
         moe_ctx_free(c);
         return NULL;
     }
@@ -263,7 +278,7 @@ void moe_ctx_free(moe_ctx *c) {
     void *bufs[] = {c->k_cache, c->v_cache, c->inv_freq, c->rope_cs, c->x, c->xn, c->q, c->k, c->v, c->att, c->out,
                     c->h_gate, c->h_up, c->y_exp, c->hs_gate, c->hs_up, c->router, c->sel, c->sel_w,
                     c->groups.start, c->groups.token, c->groups.weight, c->act_h_expert, c->expert_w, c->mm, c->scores, c->kt,
-                    c->blk_scores, c->run_max, c->run_sum, c->run_out,
+                    c->kv_buf, c->vt, c->blk_scores, c->run_max, c->run_sum, c->run_out,
                     c->route_scratch, c->pf_scores, c->pf_sel, c->logits, c->q_a, c->q_nope, c->q_lat, c->lat_out, c->act_head, c->head_w};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) free(bufs[i]);
     moe_act_free(&c->act_q_a);
@@ -369,11 +384,48 @@ static float softmax_unnormalized(const moe_ctx *c, float *s, int n) { return 1.
  * h / group. GQA and DeepSeek's latent attention (one "KV head": the
  * latent and rope key of each position) are both this. */
 typedef struct attn_layout {
-    const float *q, *k, *v;
+    const float *q;
+    const void *k, *v;          /* in the cache: f32 or f16 values (read through the kv_ helpers) */
     float *out;
     int64_t ldq_t, ldq_h, ldk, ldv, kv_off, ldo_t, ldo_h;
     int d_k, d_v, n_kv_heads, group;
 } attn_layout;
+
+/* Value i of a cache region that starts at base (as strchr, const in, not out). */
+static void *kv_at(const moe_ctx *c, const void *base, size_t i) {
+    return (char *)base + i * (c->kv_f16 ? sizeof(uint16_t) : sizeof(float));
+}
+
+/* n values into the cache at dst. */
+static void kv_store(const moe_ctx *c, void *dst, const float *src, int n) {
+    if (c->kv_f16) c->kern->to_half(dst, src, n);
+    else memcpy(dst, src, (size_t)n * sizeof(float));
+}
+
+/* q . the n cached values at key, and y += a x for the n at x: decode's
+ * inner loops, converting f16 in registers. */
+static float kv_dot(const moe_ctx *c, const float *q, const void *key, int n) {
+    return c->kv_f16 ? c->kern->dot_half(q, key, n) : c->kern->dot(q, key, n);
+}
+static void kv_axpy(const moe_ctx *c, float *y, float a, const void *x, int n) {
+    if (c->kv_f16) c->kern->axpy_half(y, a, x, n);
+    else c->kern->axpy(y, a, x, n);
+}
+
+/* Rows [r0, r0 + n) of a cache region (rows ld values apart), the first
+ * width values of each, as floats: the rows themselves (f32, *ld_out = ld),
+ * or converted into buf, rows width apart (f16, *ld_out = width). */
+static const float *kv_rows(const moe_ctx *c, const void *base, int64_t ld, int64_t r0, int n, int width, float *buf,
+                            int64_t *ld_out) {
+    if (!c->kv_f16) {
+        *ld_out = ld;
+        return (const float *)base + r0 * ld;
+    }
+    for (int r = 0; r < n; r++)
+        c->kern->from_half(buf + (size_t)r * (size_t)width, (const uint16_t *)base + (r0 + r) * ld, width);
+    *ld_out = width;
+    return buf;
+}
 
 /* The weighted values of positions [b0, b0 + n) into each query head's
  * running output (s: the block's weights, ATT_BLOCK per head), value row
@@ -381,9 +433,11 @@ typedef struct attn_layout {
 static void values_by_row(const moe_ctx *c, const attn_layout *a, const float *s, float *run_out, int b0, int n) {
     const int n_heads = a->n_kv_heads * a->group;
     for (int p = 0; p < n; p++) {
-        const float *value = a->v + (size_t)(b0 + p) * a->ldv;
-        for (int h = 0; h < n_heads; h++)
-            c->kern->axpy(run_out + h * c->ld_run_out, s[h * ATT_BLOCK + p], value + h / a->group * a->kv_off, a->d_v);
+        const size_t row = (size_t)(b0 + p) * (size_t)a->ldv;
+        for (int h = 0; h < n_heads; h++) {
+            const void *value = kv_at(c, a->v, row + (size_t)(h / a->group * a->kv_off));
+            kv_axpy(c, run_out + h * c->ld_run_out, s[h * ATT_BLOCK + p], value, a->d_v);
+        }
     }
 }
 
@@ -394,15 +448,17 @@ static void values_by_row(const moe_ctx *c, const attn_layout *a, const float *s
  * once, instead of one load and store of every head's output per position.
  * At depth 2048, Qwen3-30B-A3B's 8 heads per KV head decoded 64 -> 80 t/s
  * this way; with one head per KV head (OLMoE) the row order is faster. */
-static void values_by_head(const moe_ctx *c, const attn_layout *a, const float *s, float *run_out, int b0, int n) {
+static void values_by_head(const moe_ctx *c, const attn_layout *a, const float *s, float *run_out, int b0, int n,
+                           float *buf) {
     float ones[QUERY_TILE];
     for (int i = 0; i < QUERY_TILE; i++) ones[i] = 1.0f;
     const int64_t ldr = c->ld_run_out;
     for (int g = 0; g < a->n_kv_heads; g++) {
-        const float *values = a->v + (size_t)b0 * a->ldv + g * a->kv_off;
+        int64_t ldv;
+        const float *values = kv_rows(c, kv_at(c, a->v, (size_t)(g * a->kv_off)), a->ldv, b0, n, a->d_v, buf, &ldv);
         for (int h0 = g * a->group; h0 < (g + 1) * a->group; h0 += QUERY_TILE) {
             const int nq = (g + 1) * a->group - h0 < QUERY_TILE ? (g + 1) * a->group - h0 : QUERY_TILE;
-            c->kern->wsum_tile(run_out + h0 * ldr, ldr, s + h0 * ATT_BLOCK, ATT_BLOCK, ones, nq, values, n, a->ldv, a->d_v);
+            c->kern->wsum_tile(run_out + h0 * ldr, ldr, s + h0 * ATT_BLOCK, ATT_BLOCK, ones, nq, values, n, ldv, a->d_v);
         }
     }
 }
@@ -423,6 +479,7 @@ static void attend_rows(moe_ctx *c, const attn_layout *a, int n_tok) {
     float *s = c->blk_scores + (size_t)th * n_heads * ATT_BLOCK;
     float *run_max = c->run_max + (size_t)th * n_heads, *run_sum = c->run_sum + (size_t)th * n_heads;
     float *run_out = c->run_out + (size_t)th * n_heads * ldr;
+    float *buf = c->kv_buf + (size_t)th * c->kv_buf_len;
     for (int t = 0; t < n_tok; t++) {
         const float *q = a->q + t * a->ldq_t;
         const int n_pos = c->pos + t + 1;
@@ -435,9 +492,11 @@ static void attend_rows(moe_ctx *c, const attn_layout *a, int n_tok) {
         for (int b0 = p0; b0 < p1; b0 += ATT_BLOCK) {
             const int n = p1 - b0 < ATT_BLOCK ? p1 - b0 : ATT_BLOCK;
             for (int p = 0; p < n; p++) {
-                const float *key = a->k + (size_t)(b0 + p) * a->ldk;
-                for (int h = 0; h < n_heads; h++)
-                    s[h * ATT_BLOCK + p] = k->dot(q + h * a->ldq_h, key + h / a->group * a->kv_off, a->d_k) * c->attn_scale;
+                const size_t row = (size_t)(b0 + p) * (size_t)a->ldk;
+                for (int h = 0; h < n_heads; h++) {
+                    const void *key = kv_at(c, a->k, row + (size_t)(h / a->group * a->kv_off));
+                    s[h * ATT_BLOCK + p] = kv_dot(c, q + h * a->ldq_h, key, a->d_k) * c->attn_scale;
+                }
             }
             for (int h = 0; h < n_heads; h++) {
                 float *sh = s + h * ATT_BLOCK, block_max = -INFINITY;
@@ -452,7 +511,7 @@ static void attend_rows(moe_ctx *c, const attn_layout *a, int n_tok) {
                 if (block_scale != 1.0f)
                     for (int p = 0; p < n; p++) sh[p] *= block_scale;
             }
-            if (a->v == a->k || a->group > 1) values_by_head(c, a, s, run_out, b0, n);
+            if (a->v == a->k || a->group > 1) values_by_head(c, a, s, run_out, b0, n, buf);
             else values_by_row(c, a, s, run_out, b0, n);
         }
         #pragma omp barrier
@@ -479,18 +538,27 @@ static void attend_rows(moe_ctx *c, const attn_layout *a, int n_tok) {
  * walks the keys, then the values, in blocks of KEY_BLOCK, each block used
  * by all the group's tiles while it is in cache: tile by tile over all the
  * keys, the values were read from L3 once per four queries (at depth 2048,
- * 0.39 of the time mm_q4 took). */
+ * 0.39 of the time mm_q4 took). An f16 cache is read as floats: the keys
+ * as they are transposed, the values into c->vt beside them. */
 static void attend_batch(moe_ctx *c, const attn_layout *a, int n_tok) {
     const int n_keys = c->pos + n_tok, blocks = (n_keys + MOE_KT_BLOCK - 1) / MOE_KT_BLOCK;
     const int tiles = (n_tok + QUERY_TILE - 1) / QUERY_TILE, groups = (tiles + QUERY_GROUP - 1) / QUERY_GROUP;
     const int dk = a->d_k;
+    float *buf = c->kv_buf + (size_t)omp_get_thread_num() * c->kv_buf_len;
     for (int kvh = 0; kvh < a->n_kv_heads; kvh++) {
-        const float *keys = a->k + kvh * a->kv_off, *values = a->v + kvh * a->kv_off;
+        const void *keys = kv_at(c, a->k, (size_t)(kvh * a->kv_off));
+        const void *cached_values = kv_at(c, a->v, (size_t)(kvh * a->kv_off));
         #pragma omp for schedule(static)
         for (int b = 0; b < blocks; b++)
-            for (int key = b * MOE_KT_BLOCK; key < (b + 1) * MOE_KT_BLOCK; key++)
-                for (int j = 0; j < dk; j++)
-                    c->kt[moe_kt_index(key, j, dk)] = key < n_keys ? keys[(size_t)key * a->ldk + j] : 0.0f;
+            for (int key = b * MOE_KT_BLOCK; key < (b + 1) * MOE_KT_BLOCK; key++) {
+                int64_t ld;
+                const float *row = key < n_keys ? kv_rows(c, keys, a->ldk, key, 1, dk, buf, &ld) : NULL;
+                for (int j = 0; j < dk; j++) c->kt[moe_kt_index(key, j, dk)] = row ? row[j] : 0.0f;
+                if (c->kv_f16 && key < n_keys)
+                    kv_rows(c, cached_values, a->ldv, key, 1, a->d_v, c->vt + (size_t)key * a->d_v, &ld);
+            }
+        const float *values = c->kv_f16 ? c->vt : cached_values;
+        const int64_t ldv = c->kv_f16 ? a->d_v : a->ldv;
         #pragma omp for schedule(dynamic, 1) collapse(2)
         for (int g = 0; g < a->group; g++) {
             for (int grp = 0; grp < groups; grp++) {
@@ -527,8 +595,8 @@ static void attend_batch(moe_ctx *c, const attn_layout *a, int n_tok) {
                         if (k0 < seen[i])
                             c->kern->wsum_tile(a->out + t0[i] * a->ldo_t + h * a->ldo_h, a->ldo_t,
                                                s + (size_t)i * QUERY_TILE * c->ld_scores + k0, c->ld_scores,
-                                               inv_sum + i * QUERY_TILE, nq[i], values + (size_t)k0 * a->ldv,
-                                               imin(seen[i] - k0, KEY_BLOCK), a->ldv, a->d_v);
+                                               inv_sum + i * QUERY_TILE, nq[i], values + (size_t)k0 * ldv,
+                                               imin(seen[i] - k0, KEY_BLOCK), ldv, a->d_v);
             }
         }
     }
@@ -550,8 +618,8 @@ static void attention(moe_ctx *c, int layer, int n_tok) {
                            product(c->k, kvd, &L->w[LT_K], &c->act_xn, NULL, n_tok),
                            product(c->v, kvd, &L->w[LT_V], &c->act_xn, NULL, n_tok)};
     run_products(c, qkv, 3);
-    float *kc = c->k_cache + (size_t)layer * c->n_ctx * kvd;
-    float *vc = c->v_cache + (size_t)layer * c->n_ctx * kvd;
+    void *kc = kv_at(c, c->k_cache, (size_t)layer * c->n_ctx * kvd);
+    void *vc = kv_at(c, c->v_cache, (size_t)layer * c->n_ctx * kvd);
     #pragma omp for schedule(static)
     for (int t = 0; t < n_tok; t++) {
         float *q = c->q + (size_t)t * qd, *k = c->k + (size_t)t * kvd, *v = c->v + (size_t)t * kvd;
@@ -571,8 +639,8 @@ static void attention(moe_ctx *c, int layer, int n_tok) {
         }
         rope(c, q, hp->n_heads, hd, t);
         rope(c, k, hp->n_kv_heads, hd, t);
-        memcpy(kc + (size_t)(pos0 + t) * kvd, k, kvd * sizeof(float));
-        memcpy(vc + (size_t)(pos0 + t) * kvd, v, kvd * sizeof(float));
+        kv_store(c, kv_at(c, kc, (size_t)(pos0 + t) * kvd), k, kvd);
+        kv_store(c, kv_at(c, vc, (size_t)(pos0 + t) * kvd), v, kvd);
     }
 
     const attn_layout a = {.q = c->q, .k = kc, .v = vc, .out = c->att, .ldq_t = qd, .ldq_h = hd, .ldk = kvd, .ldv = kvd,
@@ -645,13 +713,13 @@ static void attention_mla(moe_ctx *c, int layer, int n_tok) {
         const moe_mm qb = product(c->q, qd, &L->w[LT_Q_B], &c->act_q_a, NULL, n_tok);
         run_products(c, &qb, 1);
     }
-    float *cache = c->k_cache + (size_t)layer * c->n_ctx * kvd;
+    void *cache = kv_at(c, c->k_cache, (size_t)layer * c->n_ctx * kvd);
     #pragma omp for schedule(static)
     for (int t = 0; t < n_tok; t++) {
         float *kv = c->k + (size_t)t * kvd, *q = c->q + (size_t)t * qd;
         moe_rmsnorm(kv, kv, L->w[LT_KV_A_NORM].data, R, hp->rms_eps);
         rope(c, kv + R, 1, 0, t);
-        memcpy(cache + (size_t)(pos0 + t) * kvd, kv, (size_t)kvd * sizeof(float));
+        kv_store(c, kv_at(c, cache, (size_t)(pos0 + t) * kvd), kv, kvd);
         rope(c, q + nope, H, qh, t);
         for (int h = 0; h < H; h++) {
             memcpy(c->q_nope + ((size_t)h * B + t) * nope, q + h * qh, (size_t)nope * sizeof(float));

@@ -154,11 +154,11 @@ uint64_t moe_model_bytes_per_token(const moe_model *m) {
     return total;
 }
 
-uint64_t moe_model_kv_bytes_per_token(const moe_model *m) {
+uint64_t moe_model_kv_values_per_token(const moe_model *m) {
     const moe_hparams *hp = &m->hp;
     const uint64_t per_layer = hp->attn_kind == MOE_ATTN_MLA ? (uint64_t)hp->kv_lora_rank + (uint64_t)hp->qk_rope_dim
                                                              : 2 * (uint64_t)hp->n_kv_heads * (uint64_t)hp->head_dim;
-    return per_layer * (uint64_t)hp->n_layers * sizeof(float);
+    return per_layer * (uint64_t)hp->n_layers;
 }
 
 uint64_t moe_model_routed_expert_bytes(const moe_model *m) {

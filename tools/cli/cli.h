@@ -22,6 +22,7 @@ typedef struct cli_opts {
     const char *cache_policy; /* --cache-policy lru|lfu|stats, or NULL */
     int cache_pin, cache_prefetch;
     const char *trace_experts; /* --trace-experts FILE, or NULL */
+    const char *kv_type;       /* --kv-type f16|f32, or NULL (the library's default, f16) */
     moe_sampler_params sampling;
 } cli_opts;
 

@@ -67,7 +67,8 @@ int cmd_info(const cli_opts *o) {
     if (hp->attn_kind == MOE_ATTN_MLA)
         printf("latent attn:     kv_lora_rank %d, q_lora_rank %d, nope %d + rope %d per head, v %d\n", hp->kv_lora_rank,
                hp->q_lora_rank, hp->qk_nope_dim, hp->qk_rope_dim, hp->v_head_dim);
-    printf("KV cache:        %llu bytes per token (f32)\n", (unsigned long long)moe_model_kv_bytes_per_token(m));
+    printf("KV cache:        %llu bytes per token (f16; %llu with --kv-type f32)\n",
+           (unsigned long long)moe_model_kv_values_per_token(m) * 2, (unsigned long long)moe_model_kv_values_per_token(m) * 4);
     printf("vocabulary:      %d\n", hp->n_vocab);
     printf("context (train): %d, rope theta %g%s\n", hp->n_ctx_train, hp->rope_theta,
            hp->rope_scaling == MOE_ROPE_YARN ? ", YaRN" : hp->rope_scaling == MOE_ROPE_LINEAR ? ", linear scaling" : "");

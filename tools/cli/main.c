@@ -61,6 +61,7 @@ static void usage(FILE *f) {
             "      --prefetch on|off (read the next layer's predicted experts in the background; default off)\n"
             "  --trace-experts FILE (run, chat): every routing decision, a line per token and MoE layer\n"
             "  -b BATCH (run, chat, perplexity): prompt tokens per forward chunk (default 512; fewer use less memory)\n"
+            "  --kv-type f16|f32 (run, chat, perplexity): the KV cache's values (default f16, half the memory of f32)\n"
             "  --no-mmap: read the model into memory instead of mapping it (faster decode, more memory)\n"
             "  --chat-template: a built-in template (chatml, mistral) or a Jinja file, instead of the model's\n");
 }
@@ -107,7 +108,7 @@ moe_ctx *cli_ctx_new(const moe_model *m, const cli_opts *o, int n_ctx_fallback, 
     }
     return moe_ctx_new(m, (moe_ctx_params){.n_ctx = o->n_ctx > 0 ? o->n_ctx : n_ctx_fallback, .n_threads = o->n_threads,
                                            .n_batch = o->n_batch,
-                                           .isa = getenv("MOE_ISA"), .expert_cache_bytes = cache_bytes,
+                                           .isa = getenv("MOE_ISA"), .kv_type = o->kv_type, .expert_cache_bytes = cache_bytes,
                                            .expert_cache_policy = o->cache_policy, .expert_cache_pin = o->cache_pin,
                                            .expert_cache_prefetch = o->cache_prefetch},
                        err);
@@ -222,6 +223,10 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--prefetch")) {
             if (strcmp(v, "on") && strcmp(v, "off")) { fprintf(stderr, "moe-cli: --prefetch expects on or off\n"); return 2; }
             o.cache_prefetch = !strcmp(v, "on");
+        }
+        else if (!strcmp(a, "--kv-type")) {
+            if (strcmp(v, "f16") && strcmp(v, "f32")) { fprintf(stderr, "moe-cli: --kv-type expects f16 or f32, got \"%s\"\n", v); return 2; }
+            o.kv_type = v;
         }
         else if (!strcmp(a, "--thinking")) {
             if (strcmp(v, "on") && strcmp(v, "off")) { fprintf(stderr, "moe-cli: --thinking expects on or off\n"); return 2; }
