@@ -94,8 +94,10 @@ typedef struct moe_kernels {
      * p < n (n >= 1); returns their sum (moe_softmax_exp is the reference) */
     float (*softmax_exp)(float *s, int n);
     /* the KV cache in f16 (IEEE binary16): dst[i] = src[i] rounded to the
-     * nearest half, ties to even, and back (exact), i < n; moe_to_half and
-     * moe_from_half are the reference */
+     * nearest half, ties to even, saturated at +-65504 (the largest finite
+     * half: one infinite key would make every score of its head NaN), NaN
+     * kept a NaN; and back (exact), i < n. moe_to_half and moe_from_half
+     * are the reference. */
     void (*to_half)(uint16_t *dst, const float *src, int64_t n);
     void (*from_half)(float *dst, const uint16_t *src, int64_t n);
 } moe_kernels;
@@ -166,6 +168,7 @@ void moe_weight_row(const moe_weight *w, int64_t row, float *out);
 void moe_rmsnorm(float *out, const float *x, const float *weight, int n, float eps);
 void moe_swiglu(float *gate_inout, const float *up, int64_t n); /* gate = silu(gate) * up */
 float moe_softmax_exp(float *s, int n);                          /* see moe_kernels.softmax_exp */
+#define MOE_HALF_MAX 65504.0f                                    /* the largest finite f16 */
 void moe_to_half(uint16_t *dst, const float *src, int64_t n);    /* see moe_kernels.to_half */
 void moe_from_half(float *dst, const uint16_t *src, int64_t n);
 

@@ -499,11 +499,15 @@ static float softmax_exp(float *s, int n) {
     return sum;
 }
 
-/* F16C: vcvtps2ph rounds to nearest even, as moe_f32_to_f16 does */
+/* F16C: vcvtps2ph rounds to nearest even, as moe_f32_to_f16 does. min
+ * and max return their second operand when one is NaN: NaN passes. */
 static void to_half(uint16_t *dst, const float *src, int64_t n) {
+    const __m256 hi = _mm256_set1_ps(MOE_HALF_MAX), lo = _mm256_set1_ps(-MOE_HALF_MAX);
     int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        _mm_storeu_si128((__m128i *)(dst + i), _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+    for (; i + 8 <= n; i += 8) {
+        const __m256 x = _mm256_max_ps(lo, _mm256_min_ps(hi, _mm256_loadu_ps(src + i)));
+        _mm_storeu_si128((__m128i *)(dst + i), _mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT));
+    }
     moe_to_half(dst + i, src + i, n - i);
 }
 

@@ -608,11 +608,14 @@ static float softmax_exp(float *s, int n) {
     return _mm512_reduce_add_ps(sum);
 }
 
-/* vcvtps2ph rounds to nearest even, as moe_f32_to_f16 does */
+/* vcvtps2ph rounds to nearest even, as moe_f32_to_f16 does. min and max
+ * return their second operand when one is NaN: NaN passes. */
 static void to_half(uint16_t *dst, const float *src, int64_t n) {
+    const __m512 hi = _mm512_set1_ps(MOE_HALF_MAX), lo = _mm512_set1_ps(-MOE_HALF_MAX);
     for (int64_t i = 0; i < n; i += 16) {
         const __mmask16 m = first_lanes(n - i);
-        _mm256_mask_storeu_epi16(dst + i, m, _mm512_cvtps_ph(_mm512_maskz_loadu_ps(m, src + i), _MM_FROUND_TO_NEAREST_INT));
+        const __m512 x = _mm512_max_ps(lo, _mm512_min_ps(hi, _mm512_maskz_loadu_ps(m, src + i)));
+        _mm256_mask_storeu_epi16(dst + i, m, _mm512_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT));
     }
 }
 

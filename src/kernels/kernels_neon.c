@@ -288,10 +288,13 @@ static void wsum_tile(float *o, int64_t ldo, const float *s, int64_t lds, const 
     for (int i = 0; i < nq; i++) wsum(o + i * ldo, s + i * lds, scale[i], v, n, ldv, d);
 }
 
-/* FCVTN rounds as the FPCR says: to nearest even, as moe_f32_to_f16 does */
+/* FCVTN rounds as the FPCR says: to nearest even, as moe_f32_to_f16 does.
+ * FMIN and FMAX return NaN when either operand is one. */
 static void to_half(uint16_t *dst, const float *src, int64_t n) {
+    const float32x4_t hi = vdupq_n_f32(MOE_HALF_MAX), lo = vdupq_n_f32(-MOE_HALF_MAX);
     int64_t i = 0;
-    for (; i + 4 <= n; i += 4) vst1_u16(dst + i, vreinterpret_u16_f16(vcvt_f16_f32(vld1q_f32(src + i))));
+    for (; i + 4 <= n; i += 4)
+        vst1_u16(dst + i, vreinterpret_u16_f16(vcvt_f16_f32(vmaxq_f32(lo, vminq_f32(hi, vld1q_f32(src + i))))));
     moe_to_half(dst + i, src + i, n - i);
 }
 

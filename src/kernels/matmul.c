@@ -298,7 +298,8 @@ void moe_swiglu(float *gate_inout, const float *up, int64_t n) {
 }
 
 void moe_to_half(uint16_t *dst, const float *src, int64_t n) {
-    for (int64_t i = 0; i < n; i++) dst[i] = moe_f32_to_f16(src[i]);
+    for (int64_t i = 0; i < n; i++)
+        dst[i] = moe_f32_to_f16(src[i] > MOE_HALF_MAX ? MOE_HALF_MAX : src[i] < -MOE_HALF_MAX ? -MOE_HALF_MAX : src[i]);
 }
 
 void moe_from_half(float *dst, const uint16_t *src, int64_t n) {
