@@ -215,6 +215,9 @@ void moe_ctx_on_route(moe_ctx *c, moe_route_fn fn, void *user);
 
 /* The instruction set the context's kernels use. */
 const char *moe_ctx_isa(const moe_ctx *c);
+/* The KV cache's value type ("f16" or "f32") and its bytes for all n_ctx positions. */
+const char *moe_ctx_kv_type(const moe_ctx *c);
+uint64_t moe_ctx_kv_bytes(const moe_ctx *c);
 
 moe_ctx *moe_ctx_new(const moe_model *m, moe_ctx_params p, moe_error *err);
 void moe_ctx_free(moe_ctx *c);

@@ -101,6 +101,11 @@ def main():
     check(m and int(m.group(1)) < len(ids) + 8, f"/stats: {m and m.group(1)} prompt tokens evaluated over two turns, "
           f"the second conversation alone is {len(ids)}")
     check("context:" in p.stderr and "t/s" in p.stderr, "/stats shows context use and speed")
+    kv16 = re.search(r"KV cache f16, ([\d.]+) MiB", p.stderr)
+    p32 = run(chat + ["--kv-type", "f32"], stdin="Hello there\n/stats\n")
+    kv32 = re.search(r"KV cache f32, ([\d.]+) MiB", p32.stderr)
+    check(kv16 and kv32 and abs(float(kv32.group(1)) - 2 * float(kv16.group(1))) < 0.11,
+          f"/stats names the KV cache's type and size, f32 twice f16: {kv16 and kv16.group(0)}, {kv32 and kv32.group(0)}")
     p_again = run(chat, stdin="\n".join(msgs) + "\n")
     check(p_again.stdout == "\n".join(replies[:2]) + "\n", "greedy chat is reproducible")
     reset = run(chat, stdin=f"{msgs[0]}\n/reset\n{msgs[0]}\n")

@@ -60,6 +60,7 @@ struct moe_ctx {
     float *kv_buf;              /* f16 cache: n_threads x kv_buf_len floats, what attention converts:
                                  * a block of one KV head's values (decode), a key (prefill) */
     size_t kv_buf_len;
+    uint64_t kv_bytes;          /* K and V for all n_ctx positions */
     float *vt;                  /* f16 cache, prefill: one KV head's values as floats (ld_scores x d_v) */
     double *inv_freq;           /* rope_dim / 2 RoPE frequencies */
     float *rope_cs;             /* n_batch x rope_dim / 2 x (cos, sin) x rope_mscale: the chunk's rotations,
@@ -210,6 +211,7 @@ moe_ctx *moe_ctx_new(const moe_model *m, moe_ctx_params p, moe_error *err) {
      * GB/s on one core against 26 (bench/README.md, session 8) */
     ok &= (c->k_cache = moe_alloc_huge(cache)) != NULL;
     ok &= (c->v_cache = moe_alloc_huge(mla ? 1 : cache)) != NULL;
+    c->kv_bytes = (mla ? 1 : 2) * (uint64_t)cache;
     ALLOC(c->inv_freq, hp->head_dim / 2);
     ALLOC(c->rope_cs, B * (size_t)hp->head_dim);
     ALLOC(c->x, B * E);
@@ -264,8 +266,8 @@ moe_ctx *moe_ctx_new(const moe_model *m, moe_ctx_params p, moe_error *err) {
     ok &= !moe_act_alloc(&c->act_xn, c->xn, B, hp->n_embd) & !moe_act_alloc(&c->act_att, c->att, B, (int64_t)att) &
           !moe_act_alloc(&c->act_h, c->h_gate, slots, (int64_t)eff) & !moe_act_alloc(&c->act_hs, c->hs_gate, B, (int64_t)sff);
     if (!ok) {
-        moe_fail(err, "out of memory for a context of %d positions (KV cache %zu MiB)", c->n_ctx,
-                 2 * cache >> 20);
+        moe_fail(err, "out of memory for a context of %d positions (KV cache %llu MiB)", c->n_ctx,
+                 (unsigned long long)(c->kv_bytes >> 20));
         moe_ctx_free(c);
         return NULL;
     }
@@ -311,6 +313,8 @@ void moe_ctx_truncate(moe_ctx *c, int32_t n) {
     if (n >= 0 && n < c->pos) c->pos = n;
 }
 const char *moe_ctx_isa(const moe_ctx *c) { return c->kern->isa; }
+const char *moe_ctx_kv_type(const moe_ctx *c) { return c->kv_f16 ? "f16" : "f32"; }
+uint64_t moe_ctx_kv_bytes(const moe_ctx *c) { return c->kv_bytes; }
 
 /* Team code from here to moe_eval (see the top of the file). */
 

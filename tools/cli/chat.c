@@ -150,7 +150,8 @@ static char *read_message(chat *ch) {
 
 static void print_stats(const chat *ch) {
     const generator *g = &ch->gen;
-    fprintf(stderr, "context: %d of %d positions used\n", moe_ctx_pos(ch->ctx), moe_ctx_n_ctx(ch->ctx));
+    fprintf(stderr, "context: %d of %d positions used (KV cache %s, %.1f MiB)\n", moe_ctx_pos(ch->ctx),
+            moe_ctx_n_ctx(ch->ctx), moe_ctx_kv_type(ch->ctx), moe_ctx_kv_bytes(ch->ctx) / 1048576.0);
     fprintf(stderr, "prompt:  %lld tokens evaluated in %.2f s (%.1f t/s)\n", g->n_prompt_tokens, g->prompt_s,
             g->prompt_s > 0 ? g->n_prompt_tokens / g->prompt_s : 0.0);
     fprintf(stderr, "replies: %lld tokens generated in %.2f s (%.1f t/s)\n", g->n_gen_tokens, g->gen_s,
