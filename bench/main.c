@@ -3,9 +3,12 @@
  * the machine's own memory bandwidth.
  *
  *   moe-bench -m FILE | --synthetic NAME [--quant Q] [--layers N] [--skew A]
- *             [-p 512] [-n 128] [-d DEPTH] [-t THREADS] [-r REPS] [-o md|json|csv] [--membw] [--kv-type T]
+ *             [-p 512] [-n 128] [-d 0] [-t THREADS] [-r REPS] [-o md|json|csv] [--membw] [--kv-type T]
  *             [--expert-cache SIZE [--cache-policy P] [--cache-pin N] [--prefetch on|off]]
  *             [--drop-caches] [--text FILE]
+ *
+ * -p, -n and -d take comma-separated lists, as llama-bench's do: every
+ * prompt length and every generation length is a test, at every depth.
  *
  * pp<P>: one prompt of P tokens evaluated as a batch. tg<N>: N tokens decoded
  * one at a time from an empty context, or with -d DEPTH (llama-bench's
@@ -50,10 +53,23 @@
 #include "synthetic.h"
 
 #define MAX_REPS 100
+#define MAX_LIST 16 /* values of one -p, -n or -d list */
+
+typedef struct int_list {
+    int v[MAX_LIST];
+    int n;
+} int_list;
+
+static int list_max(const int_list *l) {
+    int m = 0;
+    for (int i = 0; i < l->n; i++) m = l->v[i] > m ? l->v[i] : m;
+    return m;
+}
 
 typedef struct opts {
     const char *model, *synthetic, *output, *quant, *cache_dir, *expert_cache, *cache_policy, *text, *kv_type;
-    int n_prompt, n_gen, n_depth, n_batch, n_threads, reps, layers, membw, cache_pin, prefetch, drop_caches, no_mmap;
+    int_list prompts, gens, depths; /* -p, -n, -d */
+    int n_batch, n_threads, reps, layers, membw, cache_pin, prefetch, drop_caches, no_mmap;
     double skew;
 } opts;
 
@@ -252,8 +268,7 @@ typedef struct bench_env {
 /* -d DEPTH: the context's first DEPTH tokens (a stream of their own),
  * evaluated in batches of -b and untimed, their routing not tallied;
  * run_once truncates back to them. */
-static int fill_depth(bench_env *b, const moe_hparams *hp, moe_error *err) {
-    const int depth = b->o->n_depth;
+static int fill_depth(bench_env *b, const moe_hparams *hp, int depth, moe_error *err) {
     moe_ctx_reset(b->c);
     if (!depth) return 0;
     int32_t *tokens = malloc((size_t)depth * sizeof *tokens);
@@ -293,10 +308,10 @@ static int run_test(bench_env *b, const moe_hparams *hp, result *r, int pp, int 
     if (!tokens) return -1;
     int rc = 0;
     uint64_t run = pp ? 1000 : 0;
-    const int depth = b->o->n_depth;
+    const int depth = r->n_depth;
     if (!b->o->drop_caches) { /* warm-up: pages in the weights */
         token_stream(tokens, n, hp->n_vocab, run++, b->text, b->n_text);
-        if (fill_depth(b, hp, err) || run_once(b->c, depth, pp, n, tokens, err) < 0) rc = -1;
+        if (fill_depth(b, hp, depth, err) || run_once(b->c, depth, pp, n, tokens, err) < 0) rc = -1;
     }
     if (b->tally.count) { /* the routing statistics of the timed runs only */
         memset(b->tally.count, 0, (size_t)b->tally.n_layers * b->tally.n_experts * sizeof *b->tally.count);
@@ -308,7 +323,7 @@ static int run_test(bench_env *b, const moe_hparams *hp, result *r, int pp, int 
     for (int i = 0; i < reps && !rc; i++) {
         if (b->o->drop_caches) {
             drop_file_pages(b->path, &b->said_drop);
-            if (!new_ctx(b, err) || fill_depth(b, hp, err)) {
+            if (!new_ctx(b, err) || fill_depth(b, hp, depth, err)) {
                 rc = -1;
                 break;
             }
@@ -363,12 +378,13 @@ static int run_test(bench_env *b, const moe_hparams *hp, result *r, int pp, int 
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: moe-bench (-m FILE | --synthetic NAME [--quant Q] [--layers N]) [-p 512] [-n 128] [-d DEPTH]\n"
+            "usage: moe-bench (-m FILE | --synthetic NAME [--quant Q] [--layers N]) [-p 512] [-n 128] [-d 0]\n"
             "                 [-b BATCH] [-t THREADS] [-r REPS] [-o md|json|csv] [--membw] [--cache-dir DIR]\n"
             "  --synthetic NAME  random weights with a real model's shapes: %s\n"
             "  --quant Q         q4, q8, f16, bf16, f32 for every matrix (default: the default recipe)\n"
+            "  -p, -n, -d        prompt lengths, generation lengths, and depths: comma-separated lists\n"
             "  -d DEPTH          run each test after DEPTH tokens already in the context (default 0)\n"
-            "  -b BATCH          tokens per forward chunk (default: the whole prompt, or 512 without one)\n"
+            "  -b BATCH          tokens per forward chunk (default: the longest prompt, or 512 without one)\n"
             "  --kv-type T       the KV cache's values, f16 or f32 (default f16)\n"
             "  --membw           measure the read bandwidth only (always measured for tg)\n"
             "  --skew A          with --synthetic: skewed routing, Zipf exponent A (e.g. 1; see bench/README.md)\n"
@@ -394,8 +410,25 @@ static int int_opt(const char *flag, const char *v, int *out) {
     return 0;
 }
 
+/* "512" or "128,512,2048": at most MAX_LIST non-negative integers */
+static int list_opt(const char *flag, const char *v, int_list *out) {
+    out->n = 0;
+    for (const char *s = v; s;) {
+        char *end;
+        const long x = strtol(s, &end, 10);
+        if (end == s || (*end && *end != ',') || x < 0 || x > 1 << 24 || out->n == MAX_LIST) {
+            fprintf(stderr, "moe-bench: %s expects non-negative integers separated by commas (at most %d), got \"%s\"\n",
+                    flag, MAX_LIST, v);
+            return -1;
+        }
+        out->v[out->n++] = (int)x;
+        s = *end ? end + 1 : NULL;
+    }
+    return 0;
+}
+
 static int parse(int argc, char **argv, opts *o) {
-    *o = (opts){.n_prompt = 512, .n_gen = 128, .reps = 5, .output = "md"};
+    *o = (opts){.prompts = {{512}, 1}, .gens = {{128}, 1}, .depths = {{0}, 1}, .reps = 5, .output = "md"};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int rc = 0, takes = 1;
@@ -426,9 +459,9 @@ static int parse(int argc, char **argv, opts *o) {
             if (*end || !(o->skew >= 0 && o->skew <= 8)) { fprintf(stderr, "moe-bench: --skew expects a number in [0, 8]\n"); return -1; }
         }
         else if (!strcmp(a, "-o")) o->output = v;
-        else if (!strcmp(a, "-p")) rc = int_opt(a, v, &o->n_prompt);
-        else if (!strcmp(a, "-n")) rc = int_opt(a, v, &o->n_gen);
-        else if (!strcmp(a, "-d")) rc = int_opt(a, v, &o->n_depth);
+        else if (!strcmp(a, "-p")) rc = list_opt(a, v, &o->prompts);
+        else if (!strcmp(a, "-n")) rc = list_opt(a, v, &o->gens);
+        else if (!strcmp(a, "-d")) rc = list_opt(a, v, &o->depths);
         else if (!strcmp(a, "-b")) rc = int_opt(a, v, &o->n_batch);
         else if (!strcmp(a, "-t")) rc = int_opt(a, v, &o->n_threads);
         else if (!strcmp(a, "-r")) rc = int_opt(a, v, &o->reps);
@@ -437,9 +470,9 @@ static int parse(int argc, char **argv, opts *o) {
         if (rc) return -1;
         i += takes;
     }
-    /* without a prompt test, the chunk of -d's fill: the CLI's default */
     if (!o->kv_type) o->kv_type = "f16";
-    if (!o->n_batch) o->n_batch = o->n_prompt > 0 ? o->n_prompt : 512;
+    /* without a prompt test, the chunk of -d's fill: the CLI's default */
+    if (!o->n_batch) o->n_batch = list_max(&o->prompts) > 0 ? list_max(&o->prompts) : 512;
     if (strcmp(o->output, "md") && strcmp(o->output, "json") && strcmp(o->output, "csv")) {
         fprintf(stderr, "moe-bench: -o %s: expected md, json or csv\n", o->output);
         return -1;
@@ -476,8 +509,9 @@ static int text_tokens(const opts *o, const moe_model *m, int32_t **ids, int *n,
     if (!text) return -1;
     moe_tokenizer *t = moe_model_tokenizer_new(m, err);
     int rc = !t || moe_tokenizer_encode(t, text, len, 0, ids, n, err) ? -1 : 0;
-    int need = (o->n_prompt > o->n_gen ? o->n_prompt : o->n_gen) + 1;
-    if (o->n_depth >= need) need = o->n_depth + 1;
+    const int p = list_max(&o->prompts), g = list_max(&o->gens), d = list_max(&o->depths);
+    int need = (p > g ? p : g) + 1;
+    if (d >= need) need = d + 1;
     if (!rc && *n < need) {
         rc = moe_fail(err, "--text %s: %d tokens, need at least %d (more than -p and -n)", o->text, *n, need);
         free(*ids);
@@ -665,7 +699,8 @@ int main(int argc, char **argv) {
         return 1;
     }
     const moe_hparams *hp = moe_model_hparams(m);
-    const int n_ctx = o.n_depth + (o.n_prompt > o.n_gen ? o.n_prompt : o.n_gen) + 1;
+    const int longest = list_max(&o.prompts) > list_max(&o.gens) ? list_max(&o.prompts) : list_max(&o.gens);
+    const int n_ctx = list_max(&o.depths) + longest + 1;
     uint64_t cache_bytes = 0;
     if (o.expert_cache && moe_parse_size(o.expert_cache, moe_model_routed_expert_bytes(m), &cache_bytes)) {
         fprintf(stderr, "moe-bench: --expert-cache %s: expected a size like 6G, 512M or 25%%\n", o.expert_cache);
@@ -699,7 +734,8 @@ int main(int argc, char **argv) {
     }
     b.text = text_ids;
     if (o.drop_caches) drop_file_pages(path, &b.said_drop);
-    result *res = calloc(2, sizeof *res); /* large (per-layer arrays): not on the stack */
+    /* large (per-layer arrays): not on the stack */
+    result *res = calloc((size_t)o.depths.n * (size_t)(o.prompts.n + o.gens.n), sizeof *res);
     if (!res || !new_ctx(&b, &err)) {
         fprintf(stderr, "moe-bench: %s\n", res ? err.msg : "out of memory");
         free(res);
@@ -709,23 +745,31 @@ int main(int argc, char **argv) {
         return 1;
     }
     int n_res = 0, rc = 0;
-    if (o.n_prompt > 0) {
-        result *r = &res[n_res++];
-        *r = (result){.test = "pp", .n_prompt = o.n_prompt, .n_depth = o.n_depth, .bw_fraction = -1};
-        rc = run_test(&b, hp, r, 1, o.n_prompt, o.reps, &err);
+    for (int di = 0; di < o.depths.n && !rc; di++) {
+        for (int i = 0; i < o.prompts.n && !rc; i++) {
+            if (!o.prompts.v[i]) continue;
+            result *r = &res[n_res++];
+            *r = (result){.test = "pp", .n_prompt = o.prompts.v[i], .n_depth = o.depths.v[di], .bw_fraction = -1};
+            rc = run_test(&b, hp, r, 1, r->n_prompt, o.reps, &err);
+        }
+        for (int i = 0; i < o.gens.n && !rc; i++) {
+            if (!o.gens.v[i]) continue;
+            result *r = &res[n_res++];
+            *r = (result){.test = "tg", .n_gen = o.gens.v[i], .n_depth = o.depths.v[di]};
+            rc = run_test(&b, hp, r, 0, r->n_gen, o.reps, &err);
+            /* Measured again after every decode run, and the best of all used: on
+             * a shared host the bandwidth moves (33-62 GB/s within minutes here),
+             * and against a reading before and one after decode the fraction still
+             * reached 134 % (q8, 34.2 GB/s read twice while decode read 45.7). */
+            membw = r->membw_seen > membw ? r->membw_seen : membw;
+        }
     }
-    if (!rc && o.n_gen > 0) {
-        result *r = &res[n_res++];
-        *r = (result){.test = "tg", .n_gen = o.n_gen, .n_depth = o.n_depth};
-        rc = run_test(&b, hp, r, 0, o.n_gen, o.reps, &err);
-        /* Measured again after every decode run, and the best of all used: on
-         * a shared host the bandwidth moves (33-62 GB/s within minutes here),
-         * and against a reading before and one after decode the fraction still
-         * reached 134 % (q8, 34.2 GB/s read twice while decode read 45.7). */
-        membw = r->membw_seen > membw ? r->membw_seen : membw;
+    for (int i = 0; i < n_res; i++) {
+        result *r = &res[i];
+        if (strcmp(r->test, "tg")) continue;
         /* on average a decoded token attends over depth + n_gen / 2 earlier positions */
         const double kv = (double)moe_model_kv_values_per_token(m) * (strcmp(o.kv_type, "f16") ? 4 : 2) *
-                          (o.n_depth + (o.n_gen + 1) / 2.0);
+                          (r->n_depth + (r->n_gen + 1) / 2.0);
         r->bytes_per_token = (double)moe_model_bytes_per_token(m) + kv;
         r->bw_fraction = membw > 0 ? r->bytes_per_token * r->avg_ts / (membw * 1e9) : 0;
     }

@@ -9,6 +9,8 @@
   the counts asked for, one sample per run, t/s from the samples, bytes per
   token and bandwidth fraction for decode only;
 - with `--expert-cache`, the cache fields, in range;
+- `-p`, `-n` and `-d` take comma-separated lists: a test per prompt and
+  generation length, at every depth, in that order;
 - `--kv-type f16|f32`: the KV cache's type in `type_k`/`type_v` (f16 by
   default) and in bytes per token;
 - `--text FILE` feeds windows of the text: two invocations see the same
@@ -82,6 +84,12 @@ def main():
     md = run([a.bench, "-m", MODEL, "-p", "16", "-n", "8", "-d", "24", "-r", "1", "-t", "1"]).stdout
     check("| pp16 @ d24 |" in md and "| tg8 @ d24 |" in md, "markdown names the tests pp16 @ d24 and tg8 @ d24")
 
+    lists = run([a.bench, "-m", MODEL, "-p", "8,16", "-n", "4", "-d", "0,8", "-r", "1", "-t", "1", "-o", "json"])
+    got = [(r["n_prompt"], r["n_gen"], r["n_depth"]) for r in json.loads(lists.stdout)]
+    want = [(8, 0, 0), (16, 0, 0), (0, 4, 0), (8, 0, 8), (16, 0, 8), (0, 4, 8)]
+    check(got == want, f"-p 8,16 -n 4 -d 0,8: tests {got}, expected {want}")
+    check(all(r["n_batch"] == 16 for r in json.loads(lists.stdout)), "-b defaults to the longest prompt of a list")
+
     again = bench_json(a.bench, "--text", TEXT)[-1]
     check(again["routing_top10_share"] == tg["routing_top10_share"] and again["routing_overlap"] == tg["routing_overlap"],
           "--text: the same windows, the same routing statistics, run after run")
@@ -103,7 +111,9 @@ def main():
                ([a.bench, "-m", MODEL, "--skew", "1"], 2, ["--skew", "--synthetic"]),
                ([a.bench, "-m", MODEL, "--prefetch", "on"], 2, ["--expert-cache"]),
                ([a.bench, "-m", MODEL, "-r", "0"], 2, ["-r"]),
-               ([a.bench, "-m", MODEL, "--kv-type", "q8"], 2, ["--kv-type", "q8"])]
+               ([a.bench, "-m", MODEL, "--kv-type", "q8"], 2, ["--kv-type", "q8"]),
+               ([a.bench, "-m", MODEL, "-p", "8,x"], 2, ["-p", "8,x"]),
+               ([a.bench, "-m", MODEL, "-d", ",".join(["1"] * 17)], 2, ["-d", "at most 16"])]
         for cmd, code, words in bad:
             p = run(cmd, expect_ok=False)
             err = p.stderr.strip()
