@@ -16,6 +16,7 @@
 
 #include "model/model.h"
 #include "quant/quant.h"
+#include "util/half.h"
 
 /* Activations: n rows of cols floats, and for quantized weights the same rows
  * as int8 in blocks of MOE_QK with a scale each: x ~ d * q. */
@@ -48,13 +49,18 @@ static inline const float *moe_act_block(const moe_act *a, int t, int64_t b, flo
     return buf;
 }
 
+/* Value i of a cached row or block: f32, or (half) f16. */
+static inline float moe_cached_value(const void *v, size_t i, int half) {
+    return half ? moe_f16_to_f32(((const uint16_t *)v)[i]) : ((const float *)v)[i];
+}
+
 /* wsum_tile's columns [c0, d) of one query, one at a time: the scalar
- * kernel, and the SIMD kernels' tails. */
-static inline void moe_wsum_columns(float *o, const float *s, float scale, const float *v, int n, int64_t ldv, int c0,
-                                    int d) {
+ * kernel, and the SIMD kernels' tails; v in f32 or (half) f16. */
+static inline void moe_wsum_columns(float *o, const float *s, float scale, const void *v, int half, int n, int64_t ldv,
+                                    int c0, int d) {
     for (int c = c0; c < d; c++) {
         float acc = 0;
-        for (int p = 0; p < n; p++) acc += s[p] * v[(size_t)p * (size_t)ldv + c];
+        for (int p = 0; p < n; p++) acc += s[p] * moe_cached_value(v, (size_t)p * (size_t)ldv + (size_t)c, half);
         o[c] += acc * scale;
     }
 }
@@ -88,6 +94,9 @@ typedef struct moe_kernels {
      * (v_p = v + p * ldv, d values). */
     void (*wsum_tile)(float *o, int64_t ldo, const float *s, int64_t lds, const float *scale, int nq, const float *v,
                       int n, int64_t ldv, int d);
+    /* the same with V in f16 (an f16 KV cache) */
+    void (*wsum_tile_half)(float *o, int64_t ldo, const float *s, int64_t lds, const float *scale, int nq,
+                           const uint16_t *v, int n, int64_t ldv, int d);
     /* gate[i] = silu(gate[i]) * up[i], i < n (moe_swiglu is the reference) */
     void (*swiglu)(float *gate_inout, const float *up, int64_t n);
     /* attention's softmax before its normalization: s[p] = e^(s[p] - max s),

@@ -305,13 +305,10 @@ static void mm_f32(const moe_mm *mm, int64_t r0, int64_t r1) { mm_float(mm, r0, 
 static void mm_f16(const moe_mm *mm, int64_t r0, int64_t r1) { mm_float(mm, r0, r1, MOE_F16); }
 static void mm_bf16(const moe_mm *mm, int64_t r0, int64_t r1) { mm_float(mm, r0, r1, MOE_BF16); }
 
-/* Eight values of a cached row from i on, f32 or (half) f16, as floats;
- * one value for the tails. */
+/* Eight values of a cached row from i on, f32 or (half) f16, as floats
+ * (moe_cached_value, one value, for the tails). */
 static inline __m256 row8(const void *p, int i, int half) {
     return half ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)p + i))) : _mm256_loadu_ps((const float *)p + i);
-}
-static inline float row1(const void *p, int i, int half) {
-    return half ? moe_f16_to_f32(((const uint16_t *)p)[i]) : ((const float *)p)[i];
 }
 
 static inline __attribute__((always_inline)) float dot_of(const float *a, const void *b, int n, int half) {
@@ -323,7 +320,7 @@ static inline __attribute__((always_inline)) float dot_of(const float *a, const 
     }
     for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), row8(b, i, half), s0);
     float s = hsum256(_mm256_add_ps(s0, s1));
-    for (; i < n; i++) s += a[i] * row1(b, i, half);
+    for (; i < n; i++) s += a[i] * moe_cached_value(b, (size_t)i, half);
     return s;
 }
 
@@ -331,7 +328,7 @@ static inline __attribute__((always_inline)) void axpy_of(float *y, float a, con
     const __m256 va = _mm256_set1_ps(a);
     int i = 0;
     for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, row8(x, i, half), _mm256_loadu_ps(y + i)));
-    for (; i < n; i++) y[i] += a * row1(x, i, half);
+    for (; i < n; i++) y[i] += a * moe_cached_value(x, (size_t)i, half);
 }
 
 static float dot(const float *a, const float *b, int n) { return dot_of(a, b, n, 0); }
@@ -343,8 +340,8 @@ static void axpy_half(float *y, float a, const uint16_t *x, int n) { axpy_of(y, 
  * each value row's two vectors are loaded once for all queries. The last
  * d % 8 columns go one at a time per query. */
 static inline __attribute__((always_inline)) void wsum_tile_of(float *o, int64_t ldo, const float *s, int64_t lds,
-                                                               const float *scale, const int NQ, const float *v, int n,
-                                                               int64_t ldv, int d) {
+                                                               const float *scale, const int NQ, const void *v, int n,
+                                                               int64_t ldv, int d, int half) {
     int c = 0;
     while (c + 8 <= d) {
         const int two = c + 16 <= d; /* a second vector of columns */
@@ -352,8 +349,9 @@ static inline __attribute__((always_inline)) void wsum_tile_of(float *o, int64_t
         #pragma GCC unroll 4
         for (int i = 0; i < NQ; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
         for (int p = 0; p < n; p++) {
-            const float *row = v + (size_t)p * (size_t)ldv + c;
-            const __m256 v0 = _mm256_loadu_ps(row), v1 = two ? _mm256_loadu_ps(row + 8) : _mm256_setzero_ps();
+            const void *row = half ? (const void *)((const uint16_t *)v + (size_t)p * (size_t)ldv)
+                                   : (const void *)((const float *)v + (size_t)p * (size_t)ldv);
+            const __m256 v0 = row8(row, c, half), v1 = two ? row8(row, c + 8, half) : _mm256_setzero_ps();
             #pragma GCC unroll 4
             for (int i = 0; i < NQ; i++) {
                 const __m256 sp = _mm256_broadcast_ss(s + i * lds + p);
@@ -370,17 +368,28 @@ static inline __attribute__((always_inline)) void wsum_tile_of(float *o, int64_t
         }
         c += two ? 16 : 8;
     }
-    for (int i = 0; i < NQ; i++) moe_wsum_columns(o + i * ldo, s + i * lds, scale[i], v, n, ldv, c, d);
+    for (int i = 0; i < NQ; i++) moe_wsum_columns(o + i * ldo, s + i * lds, scale[i], v, half, n, ldv, c, d);
+}
+
+static inline __attribute__((always_inline)) void wsum_tile_any(float *o, int64_t ldo, const float *s, int64_t lds,
+                                                                const float *scale, int nq, const void *v, int n,
+                                                                int64_t ldv, int d, int half) {
+    switch (nq) {
+    case 4: wsum_tile_of(o, ldo, s, lds, scale, 4, v, n, ldv, d, half); break;
+    case 3: wsum_tile_of(o, ldo, s, lds, scale, 3, v, n, ldv, d, half); break;
+    case 2: wsum_tile_of(o, ldo, s, lds, scale, 2, v, n, ldv, d, half); break;
+    default: wsum_tile_of(o, ldo, s, lds, scale, 1, v, n, ldv, d, half); break;
+    }
 }
 
 static void wsum_tile(float *o, int64_t ldo, const float *s, int64_t lds, const float *scale, int nq, const float *v,
                       int n, int64_t ldv, int d) {
-    switch (nq) {
-    case 4: wsum_tile_of(o, ldo, s, lds, scale, 4, v, n, ldv, d); break;
-    case 3: wsum_tile_of(o, ldo, s, lds, scale, 3, v, n, ldv, d); break;
-    case 2: wsum_tile_of(o, ldo, s, lds, scale, 2, v, n, ldv, d); break;
-    default: wsum_tile_of(o, ldo, s, lds, scale, 1, v, n, ldv, d); break;
-    }
+    wsum_tile_any(o, ldo, s, lds, scale, nq, v, n, ldv, d, 0);
+}
+
+static void wsum_tile_half(float *o, int64_t ldo, const float *s, int64_t lds, const float *scale, int nq,
+                           const uint16_t *v, int n, int64_t ldv, int d) {
+    wsum_tile_any(o, ldo, s, lds, scale, nq, v, n, ldv, d, 1);
 }
 
 /* Four queries (rows past nq repeat the first and are not stored) times one
@@ -527,6 +536,7 @@ const moe_kernels moe_kernels_avx2 = {
     .axpy_half = axpy_half,
     .scores_kt = scores_kt,
     .wsum_tile = wsum_tile,
+    .wsum_tile_half = wsum_tile_half,
     .swiglu = swiglu,
     .softmax_exp = softmax_exp,
     .to_half = to_half,

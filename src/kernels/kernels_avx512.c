@@ -482,8 +482,8 @@ static void axpy_half(float *y, float a, const uint16_t *x, int n) { axpy_of(y, 
  * are loaded once for all queries (a weighted sum per query re-read V from
  * L2 for every query, which bound it: about 5 % of a q4 OLMoE prefill). */
 static inline __attribute__((always_inline)) void wsum_tile_of(float *o, int64_t ldo, const float *s, int64_t lds,
-                                                               const float *scale, const int NQ, const float *v, int n,
-                                                               int64_t ldv, int d) {
+                                                               const float *scale, const int NQ, const void *v, int n,
+                                                               int64_t ldv, int d, int half) {
     for (int c = 0; c < d; c += 64) {
         __mmask16 m[4];
         for (int j = 0; j < 4; j++) {
@@ -494,9 +494,10 @@ static inline __attribute__((always_inline)) void wsum_tile_of(float *o, int64_t
         for (int i = 0; i < NQ; i++)
             for (int j = 0; j < 4; j++) acc[i][j] = _mm512_setzero_ps();
         for (int p = 0; p < n; p++) {
-            const float *row = v + (size_t)p * (size_t)ldv + c;
+            const void *row = half ? (const void *)((const uint16_t *)v + (size_t)p * (size_t)ldv)
+                                   : (const void *)((const float *)v + (size_t)p * (size_t)ldv);
             __m512 vv[4];
-            for (int j = 0; j < 4; j++) vv[j] = _mm512_maskz_loadu_ps(m[j], row + 16 * j);
+            for (int j = 0; j < 4; j++) vv[j] = row16(row, c + 16 * j, m[j], half);
             for (int i = 0; i < NQ; i++) {
                 const __m512 sp = _mm512_set1_ps(s[i * lds + p]);
                 for (int j = 0; j < 4; j++) acc[i][j] = _mm512_fmadd_ps(sp, vv[j], acc[i][j]);
@@ -510,14 +511,25 @@ static inline __attribute__((always_inline)) void wsum_tile_of(float *o, int64_t
     }
 }
 
+static inline __attribute__((always_inline)) void wsum_tile_any(float *o, int64_t ldo, const float *s, int64_t lds,
+                                                                const float *scale, int nq, const void *v, int n,
+                                                                int64_t ldv, int d, int half) {
+    switch (nq) {
+    case 4: wsum_tile_of(o, ldo, s, lds, scale, 4, v, n, ldv, d, half); break;
+    case 3: wsum_tile_of(o, ldo, s, lds, scale, 3, v, n, ldv, d, half); break;
+    case 2: wsum_tile_of(o, ldo, s, lds, scale, 2, v, n, ldv, d, half); break;
+    default: wsum_tile_of(o, ldo, s, lds, scale, 1, v, n, ldv, d, half); break;
+    }
+}
+
 static void wsum_tile(float *o, int64_t ldo, const float *s, int64_t lds, const float *scale, int nq, const float *v,
                       int n, int64_t ldv, int d) {
-    switch (nq) {
-    case 4: wsum_tile_of(o, ldo, s, lds, scale, 4, v, n, ldv, d); break;
-    case 3: wsum_tile_of(o, ldo, s, lds, scale, 3, v, n, ldv, d); break;
-    case 2: wsum_tile_of(o, ldo, s, lds, scale, 2, v, n, ldv, d); break;
-    default: wsum_tile_of(o, ldo, s, lds, scale, 1, v, n, ldv, d); break;
-    }
+    wsum_tile_any(o, ldo, s, lds, scale, nq, v, n, ldv, d, 0);
+}
+
+static void wsum_tile_half(float *o, int64_t ldo, const float *s, int64_t lds, const float *scale, int nq,
+                           const uint16_t *v, int n, int64_t ldv, int d) {
+    wsum_tile_any(o, ldo, s, lds, scale, nq, v, n, ldv, d, 1);
 }
 
 /* Four queries (rows past nq repeat the first and are not stored) times one
@@ -636,6 +648,7 @@ const moe_kernels moe_kernels_avx512 = {
     .axpy_half = axpy_half,
     .scores_kt = scores_kt,
     .wsum_tile = wsum_tile,
+    .wsum_tile_half = wsum_tile_half,
     .swiglu = swiglu,
     .softmax_exp = softmax_exp,
     .to_half = to_half,

@@ -168,13 +168,10 @@ static void mm_f16(const moe_mm *mm, int64_t r0, int64_t r1) { mm_float(mm, r0, 
 static void mm_bf16(const moe_mm *mm, int64_t r0, int64_t r1) { mm_float(mm, r0, r1, MOE_BF16); }
 
 /* Attention's inner loops (see moe_kernels). */
-/* Four values of a cached row from i on, f32 or (half) f16, as floats;
- * one value for the tails. */
+/* Four values of a cached row from i on, f32 or (half) f16, as floats
+ * (moe_cached_value, one value, for the tails). */
 static inline float32x4_t row4(const void *p, int i, int half) {
     return half ? vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16((const uint16_t *)p + i))) : vld1q_f32((const float *)p + i);
-}
-static inline float row1(const void *p, int i, int half) {
-    return half ? moe_f16_to_f32(((const uint16_t *)p)[i]) : ((const float *)p)[i];
 }
 
 static inline __attribute__((always_inline)) float dot_of(const float *a, const void *b, int n, int half) {
@@ -189,14 +186,14 @@ static inline __attribute__((always_inline)) float dot_of(const float *a, const 
         i += 4;
     }
     float s = vaddvq_f32(vaddq_f32(s0, s1));
-    for (; i < n; i++) s += a[i] * row1(b, i, half);
+    for (; i < n; i++) s += a[i] * moe_cached_value(b, (size_t)i, half);
     return s;
 }
 
 static inline __attribute__((always_inline)) void axpy_of(float *y, float a, const void *x, int n, int half) {
     int i = 0;
     for (; i + 4 <= n; i += 4) vst1q_f32(y + i, vfmaq_n_f32(vld1q_f32(y + i), row4(x, i, half), a));
-    for (; i < n; i++) y[i] += a * row1(x, i, half);
+    for (; i < n; i++) y[i] += a * moe_cached_value(x, (size_t)i, half);
 }
 
 static float dot(const float *a, const float *b, int n) { return dot_of(a, b, n, 0); }
@@ -206,23 +203,25 @@ static void axpy_half(float *y, float a, const uint16_t *x, int n) { axpy_of(y, 
 
 /* One query: 32 columns at a time in eight registers, then 4, then one by
  * one, added to o. */
-static void wsum(float *o, const float *s, float scale, const float *v, int n, int64_t ldv, int d) {
+static inline __attribute__((always_inline)) void wsum(float *o, const float *s, float scale, const void *v, int n,
+                                                       int64_t ldv, int d, int half) {
+    const size_t size = half ? sizeof(uint16_t) : sizeof(float);
     int c = 0;
     for (; c + 32 <= d; c += 32) {
         float32x4_t acc[8];
         for (int j = 0; j < 8; j++) acc[j] = vdupq_n_f32(0.0f);
         for (int p = 0; p < n; p++) {
-            const float *row = v + (size_t)p * (size_t)ldv + c;
-            for (int j = 0; j < 8; j++) acc[j] = vfmaq_n_f32(acc[j], vld1q_f32(row + 4 * j), s[p]);
+            const void *row = (const char *)v + (size_t)p * (size_t)ldv * size;
+            for (int j = 0; j < 8; j++) acc[j] = vfmaq_n_f32(acc[j], row4(row, c + 4 * j, half), s[p]);
         }
         for (int j = 0; j < 8; j++) vst1q_f32(o + c + 4 * j, vfmaq_n_f32(vld1q_f32(o + c + 4 * j), acc[j], scale));
     }
     for (; c + 4 <= d; c += 4) {
         float32x4_t acc = vdupq_n_f32(0.0f);
-        for (int p = 0; p < n; p++) acc = vfmaq_n_f32(acc, vld1q_f32(v + (size_t)p * (size_t)ldv + c), s[p]);
+        for (int p = 0; p < n; p++) acc = vfmaq_n_f32(acc, row4((const char *)v + (size_t)p * (size_t)ldv * size, c, half), s[p]);
         vst1q_f32(o + c, vfmaq_n_f32(vld1q_f32(o + c), acc, scale));
     }
-    moe_wsum_columns(o, s, scale, v, n, ldv, c, d);
+    moe_wsum_columns(o, s, scale, v, half, n, ldv, c, d);
 }
 
 /* Two queries (a second row past nq repeats the first and is not stored)
@@ -285,7 +284,12 @@ static void quantize_act(moe_act *a, int t0, int t1) {
 /* One query at a time (V re-read for each; not measured on NEON hardware). */
 static void wsum_tile(float *o, int64_t ldo, const float *s, int64_t lds, const float *scale, int nq, const float *v,
                       int n, int64_t ldv, int d) {
-    for (int i = 0; i < nq; i++) wsum(o + i * ldo, s + i * lds, scale[i], v, n, ldv, d);
+    for (int i = 0; i < nq; i++) wsum(o + i * ldo, s + i * lds, scale[i], v, n, ldv, d, 0);
+}
+
+static void wsum_tile_half(float *o, int64_t ldo, const float *s, int64_t lds, const float *scale, int nq,
+                           const uint16_t *v, int n, int64_t ldv, int d) {
+    for (int i = 0; i < nq; i++) wsum(o + i * ldo, s + i * lds, scale[i], v, n, ldv, d, 1);
 }
 
 /* FCVTN rounds as the FPCR says: to nearest even, as moe_f32_to_f16 does.
@@ -313,6 +317,7 @@ const moe_kernels moe_kernels_neon = {
     .dot_half = dot_half,
     .axpy_half = axpy_half,
     .wsum_tile = wsum_tile,
+    .wsum_tile_half = wsum_tile_half,
     .scores_kt = scores_kt,
     .swiglu = moe_swiglu,
     .softmax_exp = moe_softmax_exp,

@@ -134,7 +134,12 @@ static void quantize_act(moe_act *a, int t0, int t1) {
 /* The reference: one query at a time. */
 static void wsum_tile(float *o, int64_t ldo, const float *s, int64_t lds, const float *scale, int nq, const float *v,
                       int n, int64_t ldv, int d) {
-    for (int i = 0; i < nq; i++) moe_wsum_columns(o + i * ldo, s + i * lds, scale[i], v, n, ldv, 0, d);
+    for (int i = 0; i < nq; i++) moe_wsum_columns(o + i * ldo, s + i * lds, scale[i], v, 0, n, ldv, 0, d);
+}
+
+static void wsum_tile_half(float *o, int64_t ldo, const float *s, int64_t lds, const float *scale, int nq,
+                           const uint16_t *v, int n, int64_t ldv, int d) {
+    for (int i = 0; i < nq; i++) moe_wsum_columns(o + i * ldo, s + i * lds, scale[i], v, 1, n, ldv, 0, d);
 }
 
 const moe_kernels moe_kernels_scalar = {
@@ -146,6 +151,7 @@ const moe_kernels moe_kernels_scalar = {
     .dot_half = dot_half,
     .axpy_half = axpy_half,
     .wsum_tile = wsum_tile,
+    .wsum_tile_half = wsum_tile_half,
     .scores_kt = scores_kt,
     .swiglu = moe_swiglu,
     .softmax_exp = moe_softmax_exp,

@@ -57,8 +57,7 @@ struct moe_ctx {
     int kv_dim;                 /* values per position and layer in k_cache */
     int kv_f16;                 /* the cache holds f16 (else f32): half the memory, and half
                                  * the bytes decode reads at depth */
-    float *kv_buf;              /* f16 cache: n_threads x kv_buf_len floats, what attention converts:
-                                 * a block of one KV head's values (decode), a key (prefill) */
+    float *kv_buf;              /* f16 cache, prefill: n_threads x kv_buf_len floats, a key as floats */
     size_t kv_buf_len;
     uint64_t kv_bytes;          /* K and V for all n_ctx positions */
     float *vt;                  /* f16 cache, prefill: one KV head's values as floats (ld_scores x d_v) */
@@ -244,7 +243,7 @@ moe_ctx *moe_ctx_new(const moe_model *m, moe_ctx_params p, moe_error *err) {
     ALLOC(c->run_sum, (size_t)c->n_threads * H);
     ALLOC(c->run_out, (size_t)c->n_threads * H * (size_t)c->ld_run_out);
     ALLOC(c->kt, B < QUERY_TILE ? 1 : (size_t)c->ld_scores * (mla ? kvd : (size_t)hp->head_dim));
-    c->kv_buf_len = c->kv_f16 ? (size_t)imax((int)kvd, ATT_BLOCK * c->ld_run_out) : 1;
+    c->kv_buf_len = c->kv_f16 ? kvd : 1;
     ALLOC(c->kv_buf, (size_t)c->n_threads * c->kv_buf_len);
     ALLOC(c->vt, c->kv_f16 && B >= QUERY_TILE ? (size_t)c->ld_scores * (size_t)c->ld_run_out : 1);
     ALLOC(c->route_scratch, moe_route_scratch(hp));
@@ -406,14 +405,19 @@ static void kv_store(const moe_ctx *c, void *dst, const float *src, int n) {
     else memcpy(dst, src, (size_t)n * sizeof(float));
 }
 
-/* q . the n cached values at key, and y += a x for the n at x: decode's
- * inner loops, converting f16 in registers. */
+/* q . the n cached values at key, y += a x for the n at x, and wsum_tile
+ * over cached values: decode's inner loops, converting f16 in registers. */
 static float kv_dot(const moe_ctx *c, const float *q, const void *key, int n) {
     return c->kv_f16 ? c->kern->dot_half(q, key, n) : c->kern->dot(q, key, n);
 }
 static void kv_axpy(const moe_ctx *c, float *y, float a, const void *x, int n) {
     if (c->kv_f16) c->kern->axpy_half(y, a, x, n);
     else c->kern->axpy(y, a, x, n);
+}
+static void kv_wsum_tile(const moe_ctx *c, float *o, int64_t ldo, const float *s, int64_t lds, const float *scale,
+                         int nq, const void *v, int n, int64_t ldv, int d) {
+    if (c->kv_f16) c->kern->wsum_tile_half(o, ldo, s, lds, scale, nq, v, n, ldv, d);
+    else c->kern->wsum_tile(o, ldo, s, lds, scale, nq, v, n, ldv, d);
 }
 
 /* Rows [r0, r0 + n) of a cache region (rows ld values apart), the first
@@ -452,17 +456,15 @@ static void values_by_row(const moe_ctx *c, const attn_layout *a, const float *s
  * once, instead of one load and store of every head's output per position.
  * At depth 2048, Qwen3-30B-A3B's 8 heads per KV head decoded 64 -> 80 t/s
  * this way; with one head per KV head (OLMoE) the row order is faster. */
-static void values_by_head(const moe_ctx *c, const attn_layout *a, const float *s, float *run_out, int b0, int n,
-                           float *buf) {
+static void values_by_head(const moe_ctx *c, const attn_layout *a, const float *s, float *run_out, int b0, int n) {
     float ones[QUERY_TILE];
     for (int i = 0; i < QUERY_TILE; i++) ones[i] = 1.0f;
     const int64_t ldr = c->ld_run_out;
     for (int g = 0; g < a->n_kv_heads; g++) {
-        int64_t ldv;
-        const float *values = kv_rows(c, kv_at(c, a->v, (size_t)(g * a->kv_off)), a->ldv, b0, n, a->d_v, buf, &ldv);
+        const void *values = kv_at(c, a->v, (size_t)b0 * (size_t)a->ldv + (size_t)(g * a->kv_off));
         for (int h0 = g * a->group; h0 < (g + 1) * a->group; h0 += QUERY_TILE) {
             const int nq = (g + 1) * a->group - h0 < QUERY_TILE ? (g + 1) * a->group - h0 : QUERY_TILE;
-            c->kern->wsum_tile(run_out + h0 * ldr, ldr, s + h0 * ATT_BLOCK, ATT_BLOCK, ones, nq, values, n, ldv, a->d_v);
+            kv_wsum_tile(c, run_out + h0 * ldr, ldr, s + h0 * ATT_BLOCK, ATT_BLOCK, ones, nq, values, n, a->ldv, a->d_v);
         }
     }
 }
@@ -483,7 +485,6 @@ static void attend_rows(moe_ctx *c, const attn_layout *a, int n_tok) {
     float *s = c->blk_scores + (size_t)th * n_heads * ATT_BLOCK;
     float *run_max = c->run_max + (size_t)th * n_heads, *run_sum = c->run_sum + (size_t)th * n_heads;
     float *run_out = c->run_out + (size_t)th * n_heads * ldr;
-    float *buf = c->kv_buf + (size_t)th * c->kv_buf_len;
     for (int t = 0; t < n_tok; t++) {
         const float *q = a->q + t * a->ldq_t;
         const int n_pos = c->pos + t + 1;
@@ -515,7 +516,7 @@ static void attend_rows(moe_ctx *c, const attn_layout *a, int n_tok) {
                 if (block_scale != 1.0f)
                     for (int p = 0; p < n; p++) sh[p] *= block_scale;
             }
-            if (a->v == a->k || a->group > 1) values_by_head(c, a, s, run_out, b0, n, buf);
+            if (a->v == a->k || a->group > 1) values_by_head(c, a, s, run_out, b0, n);
             else values_by_row(c, a, s, run_out, b0, n);
         }
         #pragma omp barrier

@@ -390,23 +390,29 @@ static void test_half_conversions(const moe_kernels *k, unsigned *seed) {
     CHECK(bad == 0, "%s to_half/from_half: %d of all halves and the special values differ", k->isa, bad);
 }
 
-/* wsum_tile against double precision: 1-4 queries, widths around the
+/* wsum_tile and wsum_tile_half against double precision: 1-4 queries, widths around the
  * 64-column step and the vector width, output rows further apart than d;
  * the sums are added to what the outputs held, and nothing is written past
  * each row's d values. */
 static void test_wsum_tile(const moe_kernels *k, unsigned *seed) {
     enum { MAXN = 37, MAXD = 200, LDV = MAXD + 3, LDS = MAXN + 5, LDO = MAXD + 9 };
     static float v[MAXN * LDV], s[4 * LDS], o[4 * LDO], o0[4 * LDO];
+    static uint16_t v16[MAXN * LDV];
     const int ds[] = {1, 15, 16, 33, 64, 65, 128, 200}, ns[] = {1, 16, 17, MAXN};
     const float scale[4] = {0.5f, 0.25f, 2.0f, 1.0f};
-    for (int i = 0; i < MAXN * LDV; i++) v[i] = rnd(seed);
+    for (int i = 0; i < MAXN * LDV; i++) {
+        v16[i] = moe_f32_to_f16(rnd(seed));
+        v[i] = moe_f16_to_f32(v16[i]); /* the same values in f32 and f16 */
+    }
     for (int i = 0; i < 4 * LDS; i++) s[i] = rnd(seed);
+    for (int half = 0; half <= 1; half++)
     for (size_t di = 0; di < sizeof ds / sizeof *ds; di++)
         for (size_t ni = 0; ni < sizeof ns / sizeof *ns; ni++)
             for (int nq = 1; nq <= 4; nq++) {
                 const int d = ds[di], n = ns[ni];
                 for (int i = 0; i < 4 * LDO; i++) o[i] = o0[i] = rnd(seed) - 0.5f;
-                k->wsum_tile(o, LDO, s, LDS, scale, nq, v, n, LDV, d);
+                if (half) k->wsum_tile_half(o, LDO, s, LDS, scale, nq, v16, n, LDV, d);
+                else k->wsum_tile(o, LDO, s, LDS, scale, nq, v, n, LDV, d);
                 int bad = 0;
                 for (int q = 0; q < 4; q++)
                     for (int i = 0; i < LDO; i++) {
@@ -422,7 +428,8 @@ static void test_wsum_tile(const moe_kernels *k, unsigned *seed) {
                         const double want = o0[q * LDO + i] + scale[q] * r;
                         bad += !(fabs(o[q * LDO + i] - want) <= 1e-6 * (m + 1e-6) * 2 + 0x1p-23 * fabs(want));
                     }
-                CHECK(bad == 0, "%s wsum_tile d=%d n=%d nq=%d: %d wrong (or written outside)", k->isa, d, n, nq, bad);
+                CHECK(bad == 0, "%s wsum_tile%s d=%d n=%d nq=%d: %d wrong (or written outside)", k->isa,
+                      half ? "_half" : "", d, n, nq, bad);
             }
 }
 
@@ -507,6 +514,7 @@ int main(void) {
     test_softmax_exp(&moe_kernels_scalar, &seed);
     test_scores_kt(&moe_kernels_scalar, &seed);
     test_half_conversions(&moe_kernels_scalar, &seed);
+    test_wsum_tile(&moe_kernels_scalar, &seed);
     for (int i = 0; i < N_SIMD; i++)
         if (simd[i]) {
             test_attention_ops(simd[i], &seed);
