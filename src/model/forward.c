@@ -60,7 +60,6 @@ struct moe_ctx {
     float *kv_buf;              /* f16 cache, prefill: n_threads x kv_buf_len floats, a key as floats */
     size_t kv_buf_len;
     uint64_t kv_bytes;          /* K and V for all n_ctx positions */
-    float *vt;                  /* f16 cache, prefill: one KV head's values as floats (ld_scores x d_v) */
     double *inv_freq;           /* rope_dim / 2 RoPE frequencies */
     float *rope_cs;             /* n_batch x rope_dim / 2 x (cos, sin) x rope_mscale: the chunk's rotations,
                                  * computed once for all layers */
@@ -245,7 +244,6 @@ moe_ctx *moe_ctx_new(const moe_model *m, moe_ctx_params p, moe_error *err) {
     ALLOC(c->kt, B < QUERY_TILE ? 1 : (size_t)c->ld_scores * (mla ? kvd : (size_t)hp->head_dim));
     c->kv_buf_len = c->kv_f16 ? kvd : 1;
     ALLOC(c->kv_buf, (size_t)c->n_threads * c->kv_buf_len);
-    ALLOC(c->vt, c->kv_f16 && B >= QUERY_TILE ? (size_t)c->ld_scores * (size_t)c->ld_run_out : 1);
     ALLOC(c->route_scratch, moe_route_scratch(hp));
     ALLOC(c->pf_scores, n_exp);
     ALLOC(c->pf_sel, n_exp);
@@ -279,7 +277,7 @@ void moe_ctx_free(moe_ctx *c) {
     void *bufs[] = {c->k_cache, c->v_cache, c->inv_freq, c->rope_cs, c->x, c->xn, c->q, c->k, c->v, c->att, c->out,
                     c->h_gate, c->h_up, c->y_exp, c->hs_gate, c->hs_up, c->router, c->sel, c->sel_w,
                     c->groups.start, c->groups.token, c->groups.weight, c->act_h_expert, c->expert_w, c->mm, c->scores, c->kt,
-                    c->kv_buf, c->vt, c->blk_scores, c->run_max, c->run_sum, c->run_out,
+                    c->kv_buf, c->blk_scores, c->run_max, c->run_sum, c->run_out,
                     c->route_scratch, c->pf_scores, c->pf_sel, c->logits, c->q_a, c->q_nope, c->q_lat, c->lat_out, c->act_head, c->head_w};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) free(bufs[i]);
     moe_act_free(&c->act_q_a);
@@ -544,7 +542,7 @@ static void attend_rows(moe_ctx *c, const attn_layout *a, int n_tok) {
  * by all the group's tiles while it is in cache: tile by tile over all the
  * keys, the values were read from L3 once per four queries (at depth 2048,
  * 0.39 of the time mm_q4 took). An f16 cache is read as floats: the keys
- * as they are transposed, the values into c->vt beside them. */
+ * as they are transposed, the values by wsum_tile_half as it sums them. */
 static void attend_batch(moe_ctx *c, const attn_layout *a, int n_tok) {
     const int n_keys = c->pos + n_tok, blocks = (n_keys + MOE_KT_BLOCK - 1) / MOE_KT_BLOCK;
     const int tiles = (n_tok + QUERY_TILE - 1) / QUERY_TILE, groups = (tiles + QUERY_GROUP - 1) / QUERY_GROUP;
@@ -552,18 +550,14 @@ static void attend_batch(moe_ctx *c, const attn_layout *a, int n_tok) {
     float *buf = c->kv_buf + (size_t)omp_get_thread_num() * c->kv_buf_len;
     for (int kvh = 0; kvh < a->n_kv_heads; kvh++) {
         const void *keys = kv_at(c, a->k, (size_t)(kvh * a->kv_off));
-        const void *cached_values = kv_at(c, a->v, (size_t)(kvh * a->kv_off));
+        const void *values = kv_at(c, a->v, (size_t)(kvh * a->kv_off));
         #pragma omp for schedule(static)
         for (int b = 0; b < blocks; b++)
             for (int key = b * MOE_KT_BLOCK; key < (b + 1) * MOE_KT_BLOCK; key++) {
                 int64_t ld;
                 const float *row = key < n_keys ? kv_rows(c, keys, a->ldk, key, 1, dk, buf, &ld) : NULL;
                 for (int j = 0; j < dk; j++) c->kt[moe_kt_index(key, j, dk)] = row ? row[j] : 0.0f;
-                if (c->kv_f16 && key < n_keys)
-                    kv_rows(c, cached_values, a->ldv, key, 1, a->d_v, c->vt + (size_t)key * a->d_v, &ld);
             }
-        const float *values = c->kv_f16 ? c->vt : cached_values;
-        const int64_t ldv = c->kv_f16 ? a->d_v : a->ldv;
         #pragma omp for schedule(dynamic, 1) collapse(2)
         for (int g = 0; g < a->group; g++) {
             for (int grp = 0; grp < groups; grp++) {
@@ -598,10 +592,10 @@ static void attend_batch(moe_ctx *c, const attn_layout *a, int n_tok) {
                 for (int k0 = 0; k0 < seen[n_tiles - 1]; k0 += KEY_BLOCK)
                     for (int i = 0; i < n_tiles; i++)
                         if (k0 < seen[i])
-                            c->kern->wsum_tile(a->out + t0[i] * a->ldo_t + h * a->ldo_h, a->ldo_t,
-                                               s + (size_t)i * QUERY_TILE * c->ld_scores + k0, c->ld_scores,
-                                               inv_sum + i * QUERY_TILE, nq[i], values + (size_t)k0 * ldv,
-                                               imin(seen[i] - k0, KEY_BLOCK), ldv, a->d_v);
+                            kv_wsum_tile(c, a->out + t0[i] * a->ldo_t + h * a->ldo_h, a->ldo_t,
+                                         s + (size_t)i * QUERY_TILE * c->ld_scores + k0, c->ld_scores,
+                                         inv_sum + i * QUERY_TILE, nq[i], kv_at(c, values, (size_t)k0 * (size_t)a->ldv),
+                                         imin(seen[i] - k0, KEY_BLOCK), a->ldv, a->d_v);
             }
         }
     }
