@@ -418,18 +418,10 @@ static void kv_wsum_tile(const moe_ctx *c, float *o, int64_t ldo, const float *s
     else c->kern->wsum_tile(o, ldo, s, lds, scale, nq, v, n, ldv, d);
 }
 
-/* Rows [r0, r0 + n) of a cache region (rows ld values apart), the first
- * width values of each, as floats: the rows themselves (f32, *ld_out = ld),
- * or converted into buf, rows width apart (f16, *ld_out = width). */
-static const float *kv_rows(const moe_ctx *c, const void *base, int64_t ld, int64_t r0, int n, int width, float *buf,
-                            int64_t *ld_out) {
-    if (!c->kv_f16) {
-        *ld_out = ld;
-        return (const float *)base + r0 * ld;
-    }
-    for (int r = 0; r < n; r++)
-        c->kern->from_half(buf + (size_t)r * (size_t)width, (const uint16_t *)base + (r0 + r) * ld, width);
-    *ld_out = width;
+/* The n cached values at v as floats: in place (f32), or converted into buf (f16). */
+static const float *kv_floats(const moe_ctx *c, const void *v, int n, float *buf) {
+    if (!c->kv_f16) return v;
+    c->kern->from_half(buf, v, n);
     return buf;
 }
 
@@ -462,7 +454,8 @@ static void values_by_head(const moe_ctx *c, const attn_layout *a, const float *
         const void *values = kv_at(c, a->v, (size_t)b0 * (size_t)a->ldv + (size_t)(g * a->kv_off));
         for (int h0 = g * a->group; h0 < (g + 1) * a->group; h0 += QUERY_TILE) {
             const int nq = (g + 1) * a->group - h0 < QUERY_TILE ? (g + 1) * a->group - h0 : QUERY_TILE;
-            kv_wsum_tile(c, run_out + h0 * ldr, ldr, s + h0 * ATT_BLOCK, ATT_BLOCK, ones, nq, values, n, a->ldv, a->d_v);
+            kv_wsum_tile(c, run_out + h0 * ldr, ldr, s + h0 * ATT_BLOCK, ATT_BLOCK, ones, nq, values, n, a->ldv,
+                         a->d_v);
         }
     }
 }
@@ -554,8 +547,8 @@ static void attend_batch(moe_ctx *c, const attn_layout *a, int n_tok) {
         #pragma omp for schedule(static)
         for (int b = 0; b < blocks; b++)
             for (int key = b * MOE_KT_BLOCK; key < (b + 1) * MOE_KT_BLOCK; key++) {
-                int64_t ld;
-                const float *row = key < n_keys ? kv_rows(c, keys, a->ldk, key, 1, dk, buf, &ld) : NULL;
+                const void *cached = kv_at(c, keys, (size_t)key * (size_t)a->ldk);
+                const float *row = key < n_keys ? kv_floats(c, cached, dk, buf) : NULL;
                 for (int j = 0; j < dk; j++) c->kt[moe_kt_index(key, j, dk)] = row ? row[j] : 0.0f;
             }
         #pragma omp for schedule(dynamic, 1) collapse(2)
