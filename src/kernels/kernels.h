@@ -65,6 +65,18 @@ static inline void moe_wsum_columns(float *o, const float *s, float scale, const
     }
 }
 
+/* OF(NQ) with NQ the constant 1..4 that nq is: a SIMD kernel compiled once
+ * per query count, its accumulators in registers. */
+#define MOE_FOR_NQ(nq, OF) \
+    do { \
+        switch (nq) { \
+        case 4: OF(4); break; \
+        case 3: OF(3); break; \
+        case 2: OF(2); break; \
+        default: OF(1); break; \
+        } \
+    } while (0)
+
 /* Computes weight rows [r0, r1) of mm for all its tokens; r0 is a multiple
  * of MOE_QR. */
 typedef void (*moe_mm_kernel)(const moe_mm *mm, int64_t r0, int64_t r1);

@@ -514,12 +514,9 @@ static inline __attribute__((always_inline)) void wsum_tile_of(float *o, int64_t
 static inline __attribute__((always_inline)) void wsum_tile_any(float *o, int64_t ldo, const float *s, int64_t lds,
                                                                 const float *scale, int nq, const void *v, int n,
                                                                 int64_t ldv, int d, int half) {
-    switch (nq) {
-    case 4: wsum_tile_of(o, ldo, s, lds, scale, 4, v, n, ldv, d, half); break;
-    case 3: wsum_tile_of(o, ldo, s, lds, scale, 3, v, n, ldv, d, half); break;
-    case 2: wsum_tile_of(o, ldo, s, lds, scale, 2, v, n, ldv, d, half); break;
-    default: wsum_tile_of(o, ldo, s, lds, scale, 1, v, n, ldv, d, half); break;
-    }
+#define WSUM_OF(NQ) wsum_tile_of(o, ldo, s, lds, scale, NQ, v, n, ldv, d, half)
+    MOE_FOR_NQ(nq, WSUM_OF);
+#undef WSUM_OF
 }
 
 static void wsum_tile(float *o, int64_t ldo, const float *s, int64_t lds, const float *scale, int nq, const float *v,
