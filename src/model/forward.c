@@ -547,8 +547,8 @@ static void attend_batch(moe_ctx *c, const attn_layout *a, int n_tok) {
         #pragma omp for schedule(static)
         for (int b = 0; b < blocks; b++)
             for (int key = b * MOE_KT_BLOCK; key < (b + 1) * MOE_KT_BLOCK; key++) {
-                const void *cached = kv_at(c, keys, (size_t)key * (size_t)a->ldk);
-                const float *row = key < n_keys ? kv_floats(c, cached, dk, buf) : NULL;
+                const float *row = NULL; /* past the last key: zeros */
+                if (key < n_keys) row = kv_floats(c, kv_at(c, keys, (size_t)key * (size_t)a->ldk), dk, buf);
                 for (int j = 0; j < dk; j++) c->kt[moe_kt_index(key, j, dk)] = row ? row[j] : 0.0f;
             }
         #pragma omp for schedule(dynamic, 1) collapse(2)
