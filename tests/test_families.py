@@ -19,7 +19,7 @@ qwen3_moe f32 is written in 3 shards):
   5. the f16 KV cache (the default): a prefill of the reference's tokens
      against the reference (tol 5e-3), and (f32 checkpoints) decode at
      150-156 positions against a prefill, as for f32.
-With --reference-only, steps 2-4 are replaced by self-checks of the
+With --reference-only, steps 2-5 are replaced by self-checks of the
 generator and the reference: shapes, finiteness, causality, bf16 rounding,
 sharded == unsharded, top-k weight sums, decision margins far from ties, and
 that plausible runtime bugs ("mutants": interleaved RoPE, wrong GQA mapping,
@@ -57,7 +57,7 @@ LONG_PROMPT_LEN = 150   # decode attention over more than two of its 64-position
 LONG_N_GEN = 6
 TOL_LOGITS = {"f32": 1e-3, "bf16": 1e-2}
 TOL_CACHE = 1e-4
-TOL_KV_F16 = 5e-3   # keys and values rounded to f16 (2^-11 relative); 1.1e-3 seen
+TOL_KV_F16 = 5e-3   # keys and values rounded to f16 (2^-11 relative); up to 1.2e-3 seen
 MIN_GAP = 1e-3      # decision margins (logit units) below this are flagged
 TIMEOUT = 300
 
