@@ -744,6 +744,8 @@ int main(int argc, char **argv) {
         moe_model_close(m);
         return 1;
     }
+    /* the KV cache's bytes per position, at its type */
+    const double kv_per_pos = (double)moe_ctx_kv_bytes(b.c) / moe_ctx_n_ctx(b.c);
     int n_res = 0, rc = 0;
     for (int di = 0; di < o.depths.n && !rc; di++) {
         for (int i = 0; i < o.prompts.n && !rc; i++) {
@@ -768,8 +770,7 @@ int main(int argc, char **argv) {
         result *r = &res[i];
         if (strcmp(r->test, "tg")) continue;
         /* on average a decoded token attends over depth + n_gen / 2 earlier positions */
-        const double kv = (double)moe_model_kv_values_per_token(m) * (strcmp(o.kv_type, "f16") ? 4 : 2) *
-                          (r->n_depth + (r->n_gen + 1) / 2.0);
+        const double kv = kv_per_pos * (r->n_depth + (r->n_gen + 1) / 2.0);
         r->bytes_per_token = (double)moe_model_bytes_per_token(m) + kv;
         r->bw_fraction = membw > 0 ? r->bytes_per_token * r->avg_ts / (membw * 1e9) : 0;
     }

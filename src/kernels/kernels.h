@@ -189,7 +189,6 @@ void moe_weight_row(const moe_weight *w, int64_t row, float *out);
 void moe_rmsnorm(float *out, const float *x, const float *weight, int n, float eps);
 void moe_swiglu(float *gate_inout, const float *up, int64_t n); /* gate = silu(gate) * up */
 float moe_softmax_exp(float *s, int n);                          /* see moe_kernels.softmax_exp */
-#define MOE_HALF_MAX 65504.0f                                    /* the largest finite f16 */
 void moe_to_half(uint16_t *dst, const float *src, int64_t n);    /* see moe_kernels.to_half */
 void moe_from_half(float *dst, const uint16_t *src, int64_t n);
 

@@ -163,7 +163,8 @@ moe_ctx *moe_ctx_new(const moe_model *m, moe_ctx_params p, moe_error *err) {
     const moe_hparams *hp = &m->hp;
     const moe_kernels *kern = moe_kernels_select(p.isa, err);
     if (!kern) return NULL;
-    if (p.kv_type && strcmp(p.kv_type, "f16") && strcmp(p.kv_type, "f32")) {
+    const int kv_f16 = !p.kv_type || !strcmp(p.kv_type, "f16");
+    if (!kv_f16 && strcmp(p.kv_type, "f32")) {
         moe_fail(err, "KV cache type \"%s\": expected f16 or f32", p.kv_type);
         return NULL;
     }
@@ -182,7 +183,7 @@ moe_ctx *moe_ctx_new(const moe_model *m, moe_ctx_params p, moe_error *err) {
         }
         c->experts = moe_expert_cache_source(c->cache);
     }
-    c->kv_f16 = !p.kv_type || !strcmp(p.kv_type, "f16");
+    c->kv_f16 = kv_f16;
     c->n_ctx = p.n_ctx > 0 ? p.n_ctx : (hp->n_ctx_train < 4096 ? hp->n_ctx_train : 4096);
     /* 512, as llama.cpp's micro-batch: a prompt of 512 in chunks of 64 was
      * about 15 % slower (each expert's weights read once per chunk, over
@@ -326,10 +327,6 @@ static moe_mm product(float *y, int64_t ldy, const moe_weight *w, const moe_act 
     return (moe_mm){y, ldy, w, a, idx, n};
 }
 
-/* Rotates the first rope_dim values of n_heads vectors, `stride` apart, to
- * position pos: pairs (i, i + half) as Hugging Face's rotate_half, or
- * (2i, 2i + 1) for DeepSeek's checkpoints, whose rope dims are interleaved
- * (its reference permutes them to rotate_half order before rotating). */
 /* Token t of the chunk, at position pos: its rotation of each pair. */
 static void rope_angles(moe_ctx *c, int t, int pos) {
     const moe_hparams *hp = &c->m->hp;
@@ -343,7 +340,11 @@ static void rope_angles(moe_ctx *c, int t, int pos) {
     }
 }
 
-/* Rotates n_heads heads (stride floats apart) of token t of the chunk. */
+/* Rotates the first rope_dim values of n_heads heads (stride floats apart)
+ * of token t of the chunk to its position: pairs (i, i + half) as Hugging
+ * Face's rotate_half, or (2i, 2i + 1) for DeepSeek's checkpoints, whose rope
+ * dims are interleaved (its reference permutes them to rotate_half order
+ * before rotating). */
 static void rope(const moe_ctx *c, float *v, int n_heads, int stride, int t) {
     const int half = c->rope_dim / 2, inter = c->m->hp.rope_interleaved;
     const float *cs = c->rope_cs + (size_t)t * 2 * half;

@@ -22,6 +22,8 @@ static inline uint16_t moe_f32_to_bf16(float f) {
     return (uint16_t)(u >> 16);
 }
 
+#define MOE_HALF_MAX 65504.0f /* the largest finite f16 */
+
 static inline float moe_f16_to_f32(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
     uint32_t exp = (h >> 10) & 0x1fu;
