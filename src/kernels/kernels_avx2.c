@@ -70,7 +70,8 @@ static inline void store_rows(const moe_mm *mm, int j, int64_t row0, int64_t r1,
  * Decode runs this per block of every weight it reads, so it is written for
  * few vector operations: the broadcasts are loads, and the offset costs one
  * conversion and one FMA per block instead of three integer operations
- * (with the weights in cache, one Zen 3 core: 16-20 -> 22-23 GB/s). */
+ * (bench/kernel-ab.sh on a Zen 3 core: 1.19x with the weights in cache,
+ * 1.13x from memory). */
 static inline __attribute__((always_inline)) void q4_group(const moe_mm *mm, const uint8_t *grp,
                                                            const int64_t *trow, int T, __m128 *out) {
     const moe_act *a = mm->a;
@@ -191,40 +192,102 @@ static inline __attribute__((always_inline)) void q4_rows8(const moe_mm *mm, con
     for (int t = 0; t < T; t++) out[t] = acc[t];
 }
 
+/*
+ * q8, prefill: the same 8-row form as q4_rows8. A row's block is eight
+ * dwords, so the two group-blocks transpose as an 8 x 8 matrix of dwords
+ * (24 shuffles per tile) into lane l = row l of register k = bytes
+ * 4k..4k+3. Signed by signed, as q8_group: |w| times x carrying w's sign,
+ * one sign per maddubs. Two maddubs would overflow 16 bits (2 x 2 x 127 x
+ * 127), so each is widened by its own madd.
+ */
+static inline __attribute__((always_inline)) void q8_rows8(const moe_mm *mm, const uint8_t *ga, const uint8_t *gb,
+                                                           const int64_t *trow, int T, __m256 *out) {
+    const moe_act *a = mm->a;
+    const int64_t nb = a->nb;
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 acc[ROWS8_TILE];
+    #pragma GCC unroll 8
+    for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *ba = ga + (size_t)b * MOE_Q8_GROUP_BYTES, *bb = gb + (size_t)b * MOE_Q8_GROUP_BYTES;
+        _mm_prefetch((const char *)ba + PREFETCH_AHEAD, _MM_HINT_T0);
+        _mm_prefetch((const char *)ba + PREFETCH_AHEAD + 64, _MM_HINT_T0);
+        _mm_prefetch((const char *)bb + PREFETCH_AHEAD, _MM_HINT_T0);
+        _mm_prefetch((const char *)bb + PREFETCH_AHEAD + 64, _MM_HINT_T0);
+        const __m256 dw = _mm256_cvtph_ps(_mm_unpacklo_epi64(_mm_loadl_epi64((const __m128i *)ba), _mm_loadl_epi64((const __m128i *)bb)));
+        __m256i r[8], u[8], w[8];
+        for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_si256((const __m256i *)((i < 4 ? ba : bb) + 8 + 32 * (i & 3)));
+        /* dwords d of rows 2i, 2i + 1 interleaved, then of rows 4i..4i + 3 (d, d + 4 in the two lanes) */
+        for (int i = 0; i < 4; i++) {
+            u[2 * i] = _mm256_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+            u[2 * i + 1] = _mm256_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+        }
+        for (int i = 0; i < 2; i++) {
+            r[4 * i + 0] = _mm256_unpacklo_epi64(u[4 * i], u[4 * i + 2]);     /* dwords 0 | 4 */
+            r[4 * i + 1] = _mm256_unpackhi_epi64(u[4 * i], u[4 * i + 2]);     /* 1 | 5 */
+            r[4 * i + 2] = _mm256_unpacklo_epi64(u[4 * i + 1], u[4 * i + 3]); /* 2 | 6 */
+            r[4 * i + 3] = _mm256_unpackhi_epi64(u[4 * i + 1], u[4 * i + 3]); /* 3 | 7 */
+        }
+        for (int k = 0; k < 4; k++) {
+            w[k] = _mm256_permute2x128_si256(r[k], r[4 + k], 0x20);
+            w[k + 4] = _mm256_permute2x128_si256(r[k], r[4 + k], 0x31);
+        }
+        __m256i aw[8];
+        for (int k = 0; k < 8; k++) aw[k] = _mm256_sign_epi8(w[k], w[k]);
+        #pragma GCC unroll 8
+        for (int t = 0; t < T; t++) {
+            const int64_t ab = trow[t] * nb + b;
+            const int8_t *x = a->q + ab * MOE_QK;
+            __m256i p = _mm256_setzero_si256();
+            for (int k = 0; k < 8; k++) {
+                const __m256i xk = _mm256_sign_epi8(_mm256_broadcastd_epi32(_mm_loadu_si32(x + 4 * k)), w[k]);
+                p = _mm256_add_epi32(p, _mm256_madd_epi16(_mm256_maddubs_epi16(aw[k], xk), ones));
+            }
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(dw, _mm256_set1_ps(a->d[ab])), acc[t]);
+        }
+    }
+    #pragma GCC unroll 8
+    for (int t = 0; t < T; t++) out[t] = acc[t];
+}
+
 static inline __attribute__((always_inline)) void rows8_tile(const moe_mm *mm, const uint8_t *ga, const uint8_t *gb,
-                                                             int64_t row0, int j, int T) {
+                                                             int64_t row0, int j, int T, int q4) {
     int64_t trow[ROWS8_TILE];
     __m256 acc[ROWS8_TILE];
     #pragma GCC unroll 8
     for (int t = 0; t < T; t++) trow[t] = mm->idx ? mm->idx[j + t] : j + t;
-    q4_rows8(mm, ga, gb, trow, T, acc);
+    if (q4) q4_rows8(mm, ga, gb, trow, T, acc);
+    else q8_rows8(mm, ga, gb, trow, T, acc);
     #pragma GCC unroll 8
     for (int t = 0; t < T; t++) _mm256_storeu_ps(mm->y + (j + t) * mm->ldy + row0, acc[t]);
 }
 
-/* From this many tokens on, q4's 8-row blocks go through q4_rows8. */
-#define ROWS8_MIN_TOKENS 4
+/* From this many tokens on, 8-row blocks go through q4_rows8 / q8_rows8:
+ * q8's transpose costs more, and at 5 tokens it was 0.91x as fast as
+ * q8_group, at 6 1.03x, at 8 1.11x (bench/kernel-ab.sh, Zen 3). */
+#define ROWS8_MIN_TOKENS_Q4 4
+#define ROWS8_MIN_TOKENS_Q8 6
 
 /* Tokens [j, j1) through the 8-row block of groups g and g + 1: tiles of
  * ROWS8_TILE, then the rest (1-7) as one tile, its size a constant in each
  * case. */
-static void rows8_tokens(const moe_mm *mm, int64_t g, int j, int j1) {
-    const uint8_t *ga = (const uint8_t *)mm->w->data + (size_t)g * (size_t)mm->a->nb * MOE_Q4_GROUP_BYTES;
-    const uint8_t *gb = ga + (size_t)mm->a->nb * MOE_Q4_GROUP_BYTES;
-    for (; j + ROWS8_TILE <= j1; j += ROWS8_TILE) rows8_tile(mm, ga, gb, g * 4, j, ROWS8_TILE);
+static inline __attribute__((always_inline)) void rows8_tokens(const moe_mm *mm, int64_t g, int j, int j1, int q4) {
+    const size_t gstride = (size_t)mm->a->nb * (q4 ? MOE_Q4_GROUP_BYTES : MOE_Q8_GROUP_BYTES);
+    const uint8_t *ga = (const uint8_t *)mm->w->data + (size_t)g * gstride, *gb = ga + gstride;
+    for (; j + ROWS8_TILE <= j1; j += ROWS8_TILE) rows8_tile(mm, ga, gb, g * 4, j, ROWS8_TILE, q4);
     switch (j1 - j) {
-    case 7: rows8_tile(mm, ga, gb, g * 4, j, 7); break;
-    case 6: rows8_tile(mm, ga, gb, g * 4, j, 6); break;
-    case 5: rows8_tile(mm, ga, gb, g * 4, j, 5); break;
-    case 4: rows8_tile(mm, ga, gb, g * 4, j, 4); break;
-    case 3: rows8_tile(mm, ga, gb, g * 4, j, 3); break;
-    case 2: rows8_tile(mm, ga, gb, g * 4, j, 2); break;
-    case 1: rows8_tile(mm, ga, gb, g * 4, j, 1); break;
+    case 7: rows8_tile(mm, ga, gb, g * 4, j, 7, q4); break;
+    case 6: rows8_tile(mm, ga, gb, g * 4, j, 6, q4); break;
+    case 5: rows8_tile(mm, ga, gb, g * 4, j, 5, q4); break;
+    case 4: rows8_tile(mm, ga, gb, g * 4, j, 4, q4); break;
+    case 3: rows8_tile(mm, ga, gb, g * 4, j, 3, q4); break;
+    case 2: rows8_tile(mm, ga, gb, g * 4, j, 2, q4); break;
+    case 1: rows8_tile(mm, ga, gb, g * 4, j, 1, q4); break;
     default: break;
     }
 }
 
-/* q4_rows8 takes a prompt's tokens in chunks of this many per pass over the
+/* The 8-row kernels take a prompt's tokens in chunks of this many per pass over the
  * weight rows, so that their int8 activations (2 KiB a token at 2048
  * columns) stay in L2 while every 8-row block reads them. */
 #define ROWS8_TOKEN_CHUNK 128
@@ -232,11 +295,11 @@ static void rows8_tokens(const moe_mm *mm, int64_t g, int j, int j1) {
 static inline __attribute__((always_inline)) void mm_quant(const moe_mm *mm, int64_t r0, int64_t r1, int q4) {
     const size_t gbytes = q4 ? MOE_Q4_GROUP_BYTES : MOE_Q8_GROUP_BYTES;
     int64_t g = r0 / 4;
-    if (q4 && mm->n >= ROWS8_MIN_TOKENS) {
+    if (mm->n >= (q4 ? ROWS8_MIN_TOKENS_Q4 : ROWS8_MIN_TOKENS_Q8)) {
         const int64_t g1 = g + (r1 - g * 4) / 8 * 2; /* the 8-row blocks, then single groups */
         for (int j = 0; j < mm->n; j += ROWS8_TOKEN_CHUNK) {
             const int j1 = j + ROWS8_TOKEN_CHUNK < mm->n ? j + ROWS8_TOKEN_CHUNK : mm->n;
-            for (int64_t g8 = g; g8 < g1; g8 += 2) rows8_tokens(mm, g8, j, j1);
+            for (int64_t g8 = g; g8 < g1; g8 += 2) rows8_tokens(mm, g8, j, j1, q4);
         }
         g = g1;
     }
