@@ -7,11 +7,12 @@
 #
 # OLD.c and NEW.c are versions of src/kernels/kernels_avx512.c or
 # kernels_avx2.c, e.g. OLD from `git show HEAD:src/kernels/kernels_avx512.c`.
-# Defaults: q4, 1 thread, 20 rounds, 1 token (decode). Needs the project
-# built in build/ (scripts/build.sh build).
+# Defaults: q4, 1 thread, 20 rounds, 1 token (decode). AB_COPIES=N cycles
+# N copies of the weight (default 64, so they come from memory; 1 keeps them
+# in cache). Needs the project built in build/ (scripts/build.sh build).
 set -euo pipefail
 if [ $# -lt 2 ]; then
-    sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
 fi
 root=$(cd "$(dirname "$0")/.." && pwd)

@@ -23,7 +23,7 @@
 
 extern const moe_kernels kern_a, kern_b;
 
-enum { ROWS = 1024, COLS = 2048, COPIES = 64, PRODUCTS = 16 };
+enum { ROWS = 1024, COLS = 2048, PRODUCTS = 16 };
 
 static float rnd(unsigned *s) {
     *s = *s * 1664525u + 1013904223u;
@@ -38,10 +38,16 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: kernel_ab TYPE THREADS ROUNDS TOKENS (built by bench/kernel-ab.sh)\n");
         return 2;
     }
+    /* AB_COPIES=1 keeps the weights in cache: the kernel's own speed */
+    const int copies = getenv("AB_COPIES") ? atoi(getenv("AB_COPIES")) : 64;
+    if (copies < 1) {
+        fprintf(stderr, "kernel_ab: AB_COPIES must be a positive count, not '%s'\n", getenv("AB_COPIES"));
+        return 2;
+    }
     const size_t bytes = moe_tensor_bytes((moe_dtype)dt, ROWS, COLS);
     float *src = malloc((size_t)ROWS * COLS * sizeof(float)), *x = malloc((size_t)n * COLS * sizeof(float));
     float *y = malloc((size_t)PRODUCTS * ROWS * (size_t)n * sizeof(float));
-    uint8_t *w = moe_alloc_huge(bytes * COPIES);
+    uint8_t *w = moe_alloc_huge(bytes * copies);
     moe_act a;
     if (!src || !x || !y || !w || moe_act_alloc(&a, x, (size_t)n, COLS)) {
         fprintf(stderr, "kernel_ab: out of memory\n");
@@ -50,7 +56,7 @@ int main(int argc, char **argv) {
     unsigned seed = 1;
     for (size_t i = 0; i < (size_t)ROWS * COLS; i++) src[i] = rnd(&seed);
     for (size_t i = 0; i < (size_t)n * COLS; i++) x[i] = rnd(&seed);
-    for (int c = 0; c < COPIES; c++) moe_quantize((moe_dtype)dt, src, ROWS, COLS, w + bytes * c);
+    for (int c = 0; c < copies; c++) moe_quantize((moe_dtype)dt, src, ROWS, COLS, w + bytes * c);
     a.n = n;
     if (moe_dtype_is_quant((moe_dtype)dt)) moe_act_quantize(&kern_a, &a);
     omp_set_num_threads(threads);
@@ -64,7 +70,7 @@ int main(int argc, char **argv) {
             double t1 = t0;
             long done = 0;
             while (t1 - t0 < 0.1) {
-                bench_decode_call(kern[v], (moe_dtype)dt, w, bytes, COPIES, ROWS, COLS, &a, y, PRODUCTS, calls++);
+                bench_decode_call(kern[v], (moe_dtype)dt, w, bytes, copies, ROWS, COLS, &a, y, PRODUCTS, calls++);
                 done++;
                 t1 = bench_now();
             }
