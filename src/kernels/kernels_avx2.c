@@ -137,6 +137,12 @@ static inline __attribute__((always_inline)) void q8_group(const moe_mm *mm, con
     }
 }
 
+/* The eight rows' scales of two group-blocks (each starts with its four
+ * rows' f16 scales), as floats: lanes 0-3 from ba, 4-7 from bb. */
+static inline __m256 rows8_scales(const uint8_t *ba, const uint8_t *bb) {
+    return _mm256_cvtph_ps(_mm_unpacklo_epi64(_mm_loadl_epi64((const __m128i *)ba), _mm_loadl_epi64((const __m128i *)bb)));
+}
+
 /*
  * q4, prefill: two groups (8 rows) times T tokens, one row per 32-bit lane.
  * The two group-blocks of a column block are transposed once per tile so
@@ -160,7 +166,7 @@ static inline __attribute__((always_inline)) void q4_rows8(const moe_mm *mm, con
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *ba = ga + (size_t)b * MOE_Q4_GROUP_BYTES, *bb = gb + (size_t)b * MOE_Q4_GROUP_BYTES;
         _mm_prefetch((const char *)bb + PREFETCH_AHEAD, _MM_HINT_T0);
-        const __m256 dw = _mm256_cvtph_ps(_mm_unpacklo_epi64(_mm_loadl_epi64((const __m128i *)ba), _mm_loadl_epi64((const __m128i *)bb)));
+        const __m256 dw = rows8_scales(ba, bb);
         __m256i k01[2], k23[2];
         for (int i = 0; i < 2; i++) {
             const uint8_t *blk = i ? bb : ba;
@@ -214,7 +220,7 @@ static inline __attribute__((always_inline)) void q8_rows8(const moe_mm *mm, con
         _mm_prefetch((const char *)ba + PREFETCH_AHEAD + 64, _MM_HINT_T0);
         _mm_prefetch((const char *)bb + PREFETCH_AHEAD, _MM_HINT_T0);
         _mm_prefetch((const char *)bb + PREFETCH_AHEAD + 64, _MM_HINT_T0);
-        const __m256 dw = _mm256_cvtph_ps(_mm_unpacklo_epi64(_mm_loadl_epi64((const __m128i *)ba), _mm_loadl_epi64((const __m128i *)bb)));
+        const __m256 dw = rows8_scales(ba, bb);
         __m256i r[8], u[8], w[8];
         for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_si256((const __m256i *)((i < 4 ? ba : bb) + 8 + 32 * (i & 3)));
         /* dwords d of rows 2i, 2i + 1 interleaved, then of rows 4i..4i + 3 (d, d + 4 in the two lanes) */
