@@ -8,9 +8,9 @@
  * pairs) and madd (-> i32). q4 (see q4_group) keeps per-lane partial sums
  * scaled per block in float and reduces them once per group; q8 folds the
  * four rows' sums with two hadds per block. q4 weights are stored as
- * n = q + 8 in [0, 15]: sum((n - 8) x) = sum(n x) - 8 sum(x), so each
- * integer sum starts from the activations' -8 sum(x) (q4_base). From four
- * tokens on, q4 runs eight rows at a time, transposed (q4_rows8).
+ * n = q + 8 in [0, 15]: sum((n - 8) x) = sum(n x) - 8 sum(x), where
+ * -8 sum(x) is the activations' q4_base. From four tokens on (q4) or six
+ * (q8), eight rows run at a time, transposed (q4_rows8, q8_rows8).
  */
 #include <immintrin.h>
 #include <math.h>
@@ -21,11 +21,11 @@
 #include "util/half.h"
 
 #define TOK_TILE 4
-/* q4_rows8's tile: its transpose is paid once per tile. With 16 registers
- * the accumulators of 8 tokens partly live on the stack, and still 8
- * tokens ran 1.06x (weights in cache) to 1.11x (from memory) as fast as 4
- * on a Zen 3 core at 64 tokens (bench/kernel-ab.sh); 6, 12 and 16 within
- * 3 % of 8. */
+/* The 8-row kernels' tile: their transpose is paid once per tile. With 16
+ * registers the accumulators of 8 tokens partly live on the stack, and
+ * still q4 at 8 tokens ran 1.06x (weights in cache) to 1.11x (from memory)
+ * as fast as at 4 on a Zen 3 core, 64 tokens (bench/kernel-ab.sh); 6, 12
+ * and 16 within 3 % of 8. */
 #define ROWS8_TILE 8
 #define PREFETCH_AHEAD 4096 /* bytes: weights stream once, so ask for them early */
 
@@ -93,7 +93,7 @@ static inline __attribute__((always_inline)) void q4_group(const moe_mm *mm, con
             const int64_t ab = trow[t] * nb + b;
             const __m128i *x = (const __m128i *)(a->q + ab * MOE_QK);
             const __m256i xlo = _mm256_broadcastsi128_si256(_mm_loadu_si128(x)), xhi = _mm256_broadcastsi128_si256(_mm_loadu_si128(x + 1));
-            /* pair sums of at most 4 x 15 x 127: no overflow in 16 bits */
+            /* sums of at most 8 products of 15 x 127 each: no overflow in 16 bits */
             const __m256i s16 = _mm256_hadd_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(lo01, xlo), _mm256_maddubs_epi16(hi01, xhi)),
                                                   _mm256_add_epi16(_mm256_maddubs_epi16(lo23, xlo), _mm256_maddubs_epi16(hi23, xhi)));
             const __m128 dwx4 = _mm_mul_ps(dw, _mm_broadcast_ss(a->d + ab));
@@ -293,9 +293,9 @@ static inline __attribute__((always_inline)) void rows8_tokens(const moe_mm *mm,
     }
 }
 
-/* The 8-row kernels take a prompt's tokens in chunks of this many per pass over the
- * weight rows, so that their int8 activations (2 KiB a token at 2048
- * columns) stay in L2 while every 8-row block reads them. */
+/* The 8-row kernels take a prompt's tokens in chunks of this many per pass
+ * over the weight rows, so that their int8 activations (2 KiB a token at
+ * 2048 columns) stay in L2 while every 8-row block reads them. */
 #define ROWS8_TOKEN_CHUNK 128
 
 static inline __attribute__((always_inline)) void mm_quant(const moe_mm *mm, int64_t r0, int64_t r1, int q4) {
