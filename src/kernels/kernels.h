@@ -77,6 +77,23 @@ static inline void moe_wsum_columns(float *o, const float *s, float scale, const
         } \
     } while (0)
 
+/* The tokens left after a kernel's full tiles of 8 (1 to 7) as one tile:
+ * TILE_OF(T) with T a constant, so each size is its own inlined copy with
+ * its accumulators in registers. */
+#define MOE_LEFTOVER_TILE(rest, TILE_OF) \
+    do { \
+        switch (rest) { \
+        case 7: TILE_OF(7); break; \
+        case 6: TILE_OF(6); break; \
+        case 5: TILE_OF(5); break; \
+        case 4: TILE_OF(4); break; \
+        case 3: TILE_OF(3); break; \
+        case 2: TILE_OF(2); break; \
+        case 1: TILE_OF(1); break; \
+        default: break; \
+        } \
+    } while (0)
+
 /* Computes weight rows [r0, r1) of mm for all its tokens; r0 is a multiple
  * of MOE_QR. */
 typedef void (*moe_mm_kernel)(const moe_mm *mm, int64_t r0, int64_t r1);

@@ -27,6 +27,7 @@
  * as fast as at 4 on a Zen 3 core, 64 tokens (bench/kernel-ab.sh); 6, 12
  * and 16 within 3 % of 8. */
 #define ROWS8_TILE 8
+_Static_assert(ROWS8_TILE == 8, "MOE_LEFTOVER_TILE covers 1..7");
 #define PREFETCH_AHEAD 4096 /* bytes: weights stream once, so ask for them early */
 
 static inline const float *act_row(const moe_mm *mm, int j) {
@@ -275,22 +276,14 @@ static inline __attribute__((always_inline)) void rows8_tile(const moe_mm *mm, c
 #define ROWS8_MIN_TOKENS_Q8 6
 
 /* Tokens [j, j1) through the 8-row block of groups g and g + 1: tiles of
- * ROWS8_TILE, then the rest (1-7) as one tile, its size a constant in each
- * case. */
+ * ROWS8_TILE, then the rest (1-7) as one tile (MOE_LEFTOVER_TILE). */
 static inline __attribute__((always_inline)) void rows8_tokens(const moe_mm *mm, int64_t g, int j, int j1, int q4) {
     const size_t gstride = (size_t)mm->a->nb * (q4 ? MOE_Q4_GROUP_BYTES : MOE_Q8_GROUP_BYTES);
     const uint8_t *ga = (const uint8_t *)mm->w->data + (size_t)g * gstride, *gb = ga + gstride;
     for (; j + ROWS8_TILE <= j1; j += ROWS8_TILE) rows8_tile(mm, ga, gb, g * 4, j, ROWS8_TILE, q4);
-    switch (j1 - j) {
-    case 7: rows8_tile(mm, ga, gb, g * 4, j, 7, q4); break;
-    case 6: rows8_tile(mm, ga, gb, g * 4, j, 6, q4); break;
-    case 5: rows8_tile(mm, ga, gb, g * 4, j, 5, q4); break;
-    case 4: rows8_tile(mm, ga, gb, g * 4, j, 4, q4); break;
-    case 3: rows8_tile(mm, ga, gb, g * 4, j, 3, q4); break;
-    case 2: rows8_tile(mm, ga, gb, g * 4, j, 2, q4); break;
-    case 1: rows8_tile(mm, ga, gb, g * 4, j, 1, q4); break;
-    default: break;
-    }
+#define ROWS8_TILE_OF(T) rows8_tile(mm, ga, gb, g * 4, j, T, q4)
+    MOE_LEFTOVER_TILE(j1 - j, ROWS8_TILE_OF);
+#undef ROWS8_TILE_OF
 }
 
 /* The 8-row kernels take a prompt's tokens in chunks of this many per pass

@@ -40,23 +40,7 @@
  * within 2 %. */
 #define PREFETCH_AHEAD 8192
 
-/* The tokens left after the full tiles (1 to TOK_TILE - 1) as one tile:
- * TILE_OF(T) with T a constant, so each size is its own inlined copy with
- * its accumulators in registers. */
-#define LEFTOVER_TILE(rest, TILE_OF) \
-    do { \
-        switch (rest) { \
-        case 7: TILE_OF(7); break; \
-        case 6: TILE_OF(6); break; \
-        case 5: TILE_OF(5); break; \
-        case 4: TILE_OF(4); break; \
-        case 3: TILE_OF(3); break; \
-        case 2: TILE_OF(2); break; \
-        case 1: TILE_OF(1); break; \
-        default: break; \
-        } \
-    } while (0)
-_Static_assert(TOK_TILE == 8, "LEFTOVER_TILE covers 1..7");
+_Static_assert(TOK_TILE == 8, "MOE_LEFTOVER_TILE covers 1..7");
 
 /* The lanes of the first min(n, 16) of 16 values: a row's tail. */
 static inline __mmask16 first_lanes(int64_t n) { return n >= 16 ? 0xffff : (__mmask16)((1u << n) - 1); }
@@ -254,7 +238,7 @@ static inline __attribute__((always_inline)) void rows16_tile(const moe_mm *mm, 
 }
 
 /* From this many tokens on, 16-row blocks go through the rows16 kernels:
- * tiles of 16 (from 3 x 16 tokens on) or 8, then the rest (LEFTOVER_TILE),
+ * tiles of 16 (from 3 x 16 tokens on) or 8, then the rest (MOE_LEFTOVER_TILE),
  * in chunks of ROWS16_TOKEN_CHUNK tokens. */
 #define ROWS16_MIN_TOKENS 4
 
@@ -269,7 +253,7 @@ static void rows16_tokens(const moe_mm *mm, int64_t g, int j, int j1, int q4) {
         for (; j + ROWS16_TILE <= j1; j += ROWS16_TILE) rows16_tile(mm, grp, g * 4, j, ROWS16_TILE, q4);
     for (; j + TOK_TILE <= j1; j += TOK_TILE) rows16_tile(mm, grp, g * 4, j, TOK_TILE, q4);
 #define ROWS16_TILE_OF(T) rows16_tile(mm, grp, g * 4, j, T, q4)
-    LEFTOVER_TILE(j1 - j, ROWS16_TILE_OF);
+    MOE_LEFTOVER_TILE(j1 - j, ROWS16_TILE_OF);
 #undef ROWS16_TILE_OF
 }
 
@@ -323,7 +307,7 @@ static inline __attribute__((always_inline)) void q8_group(const moe_mm *mm, con
     for (int t = 0; t < T; t++) out[t] = half_sums(acc01[t], acc23[t]);
 }
 
-/* Tokens in tiles of 8, then the rest (1-7) as one tile (LEFTOVER_TILE), so
+/* Tokens in tiles of 8, then the rest (1-7) as one tile (MOE_LEFTOVER_TILE), so
  * a few leftover tokens still share each weight load. */
 static inline __attribute__((always_inline)) void group_tile(const moe_mm *mm, const uint8_t *grp, int64_t g, int64_t r1,
                                                              int j, int T, int q4) {
@@ -353,7 +337,7 @@ static inline __attribute__((always_inline)) void mm_quant(const moe_mm *mm, int
         int j = 0;
         for (; j + TOK_TILE <= mm->n; j += TOK_TILE) group_tile(mm, grp, g, r1, j, TOK_TILE, q4);
 #define GROUP_TILE_OF(T) group_tile(mm, grp, g, r1, j, T, q4)
-        LEFTOVER_TILE(mm->n - j, GROUP_TILE_OF);
+        MOE_LEFTOVER_TILE(mm->n - j, GROUP_TILE_OF);
 #undef GROUP_TILE_OF
     }
 }
