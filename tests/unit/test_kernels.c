@@ -115,8 +115,8 @@ static void test_shape(const moe_kernels *simd, moe_dtype dt, int64_t rows, int6
     /* scalar against double precision */
     const int quant = moe_dtype_is_quant(dt);
     double worst = 0;
+    float *xd = malloc((size_t)cols * sizeof *xd);
     for (int j = 0; j < n; j++) {
-        float xd[1024];
         const float *x = f.x + (size_t)f.idx[j] * (size_t)cols;
         for (int64_t c = 0; c < cols; c++)
             xd[c] = quant ? a.d[f.idx[j] * a.nb + c / MOE_QK] * a.q[(size_t)f.idx[j] * (size_t)(a.nb * MOE_QK) + c] : x[c];
@@ -129,6 +129,7 @@ static void test_shape(const moe_kernels *simd, moe_dtype dt, int64_t rows, int6
             worst = fmax(worst, fabs(y[(size_t)j * rows + r] - ref) / (mag + 1e-30));
         }
     }
+    free(xd);
     CHECK(worst < 2e-6, "scalar %s rows=%lld cols=%lld n=%d: error %g", moe_dtype_name(dt), (long long)rows,
           (long long)cols, n, worst);
 
@@ -500,6 +501,7 @@ int main(void) {
             if (simd[i]) {
                 test_shape(simd[i], (moe_dtype)d, 41, 96, 512, seed++);
                 test_shape(simd[i], (moe_dtype)d, 37, 70, 300, seed++); /* a partial token chunk */
+                test_shape(simd[i], (moe_dtype)d, 19, 2100, 21, seed++); /* column strips of 32 blocks, the last partial */
             }
 
     /* Large f32 products with contiguous activations go to BLAS (when built with it). */
