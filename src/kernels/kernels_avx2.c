@@ -149,30 +149,40 @@ static inline __m256 rows8_scales(const uint8_t *ba, const uint8_t *bb) {
  * l of a register is row l: the form q4_rows8 and q8_rows8 multiply. */
 typedef struct {
     __m256 scale; /* the eight rows' scales */
-    __m256i w[8]; /* q4: w[k] low nibbles and w[4 + k] high nibbles of bytes 4k..4k+3; q8: bytes 4k..4k+3 */
-    __m256i w_abs[8]; /* q8: |w[k]| */
-} rows8_block;
+    __m256i w[8]; /* w[k]: low nibbles of bytes 4k..4k+3, w[4 + k]: their high nibbles */
+} q4_rows8_block;
+typedef struct {
+    __m256 scale;
+    __m256i w[8], w_abs[8]; /* bytes 4k..4k+3, and their absolute values */
+} q8_rows8_block;
 
-/* The 8-row kernels transpose this many column blocks of an 8-row block
- * at a time into a buffer on the stack (17 KiB) that every token tile of
- * the chunk then reads from L1, instead of transposing per tile of 8
- * tokens: q4 1.06x, q8 1.14-1.20x at 64 and 512 tokens
- * (bench/kernel-ab.sh, Zen 3, weights in cache). 16 blocks 0.95x, 64
- * 1.01x of 32. */
-#define ROWS8_STRIP_BLOCKS 32
+/* The 8-row kernels transpose a strip of column blocks of an 8-row block
+ * at a time into this buffer on the stack (18 KiB, half of L1), which
+ * every token tile of the chunk then reads, instead of transposing per
+ * tile of 8 tokens. bench/kernel-ab.sh, Zen 3: q4 1.06x, q8 1.14-1.20x at
+ * 64 and 512 tokens (weights in cache); Mixtral's down projection (14336
+ * columns, 128 tokens) 0.95x with strips of 32 blocks, 1.06x with 64,
+ * 1.03x with 128, since a longer strip reads each token's activations in
+ * longer runs. */
+#define Q4_STRIP_BLOCKS 64
+#define Q8_STRIP_BLOCKS 32
+typedef union {
+    q4_rows8_block q4[Q4_STRIP_BLOCKS];
+    q8_rows8_block q8[Q8_STRIP_BLOCKS];
+} rows8_strip;
 
 /*
  * q4, prefill: the transpose. Lane l of register k holds bytes 4k..4k+3 of
  * row l (columns 4k..4k+3 in the low nibbles, 4k+16..4k+19 in the high
  * ones).
  */
-static inline void q4_rows8_strip(const uint8_t *ga, const uint8_t *gb, int64_t b0, int64_t b1, rows8_block *strip) {
+static inline void q4_rows8_strip(const uint8_t *ga, const uint8_t *gb, int64_t b0, int64_t b1, q4_rows8_block *strip) {
     const __m256i low4 = _mm256_set1_epi8(15);
     /* after unpacking rows 0/2 and 1/3: dword k of rows 0-3 to lanes 0-3, k + 1 to lanes 4-7 */
     const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     for (int64_t b = b0; b < b1; b++) {
         const uint8_t *ba = ga + (size_t)b * MOE_Q4_GROUP_BYTES, *bb = gb + (size_t)b * MOE_Q4_GROUP_BYTES;
-        rows8_block *out = &strip[b - b0];
+        q4_rows8_block *out = &strip[b - b0];
         out->scale = rows8_scales(ba, bb);
         __m256i k01[2], k23[2];
         for (int i = 0; i < 2; i++) {
@@ -198,13 +208,13 @@ static inline void q4_rows8_strip(const uint8_t *ga, const uint8_t *gb, int64_t 
  * where q4_group pays them per 64. The integer sum starts from -8 sum(x).
  * acc holds the sums so far and gets this strip's share.
  */
-static inline __attribute__((always_inline)) void q4_rows8(const moe_mm *mm, const rows8_block *strip, int64_t b0,
+static inline __attribute__((always_inline)) void q4_rows8(const moe_mm *mm, const q4_rows8_block *strip, int64_t b0,
                                                            int64_t b1, const int64_t *trow, int T, __m256 *acc) {
     const moe_act *a = mm->a;
     const int64_t nb = a->nb;
     const __m256i ones = _mm256_set1_epi16(1);
     for (int64_t b = b0; b < b1; b++) {
-        const rows8_block *blk = &strip[b - b0];
+        const q4_rows8_block *blk = &strip[b - b0];
         __m256i lo[4], hi[4];
         for (int k = 0; k < 4; k++) lo[k] = blk->w[k], hi[k] = blk->w[4 + k];
         #pragma GCC unroll 8
@@ -227,10 +237,10 @@ static inline __attribute__((always_inline)) void q4_rows8(const moe_mm *mm, con
  * group-blocks transpose as an 8 x 8 matrix of dwords (24 shuffles) into
  * lane l = row l of register k = bytes 4k..4k+3.
  */
-static inline void q8_rows8_strip(const uint8_t *ga, const uint8_t *gb, int64_t b0, int64_t b1, rows8_block *strip) {
+static inline void q8_rows8_strip(const uint8_t *ga, const uint8_t *gb, int64_t b0, int64_t b1, q8_rows8_block *strip) {
     for (int64_t b = b0; b < b1; b++) {
         const uint8_t *ba = ga + (size_t)b * MOE_Q8_GROUP_BYTES, *bb = gb + (size_t)b * MOE_Q8_GROUP_BYTES;
-        rows8_block *out = &strip[b - b0];
+        q8_rows8_block *out = &strip[b - b0];
         out->scale = rows8_scales(ba, bb);
         __m256i r[8], u[8];
         for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_si256((const __m256i *)((i < 4 ? ba : bb) + 8 + 32 * (i & 3)));
@@ -259,13 +269,13 @@ static inline void q8_rows8_strip(const uint8_t *ga, const uint8_t *gb, int64_t 
  * maddubs. Two maddubs would overflow 16 bits (2 x 2 x 127 x 127), so
  * each is widened by its own madd.
  */
-static inline __attribute__((always_inline)) void q8_rows8(const moe_mm *mm, const rows8_block *strip, int64_t b0,
+static inline __attribute__((always_inline)) void q8_rows8(const moe_mm *mm, const q8_rows8_block *strip, int64_t b0,
                                                            int64_t b1, const int64_t *trow, int T, __m256 *acc) {
     const moe_act *a = mm->a;
     const int64_t nb = a->nb;
     const __m256i ones = _mm256_set1_epi16(1);
     for (int64_t b = b0; b < b1; b++) {
-        const rows8_block *blk = &strip[b - b0];
+        const q8_rows8_block *blk = &strip[b - b0];
         __m256i w_abs[8];
         for (int k = 0; k < 8; k++) w_abs[k] = blk->w_abs[k];
         #pragma GCC unroll 8
@@ -284,7 +294,7 @@ static inline __attribute__((always_inline)) void q8_rows8(const moe_mm *mm, con
 
 /* Tokens j..j+T-1 of the 8-row block at row0 over the strip's column
  * blocks [b0, b1): from zero at the first strip, else adding to y. */
-static inline __attribute__((always_inline)) void rows8_tile(const moe_mm *mm, const rows8_block *strip, int64_t b0,
+static inline __attribute__((always_inline)) void rows8_tile(const moe_mm *mm, const rows8_strip *strip, int64_t b0,
                                                              int64_t b1, int64_t row0, int j, int T, int q4) {
     int64_t trow[ROWS8_TILE];
     __m256 acc[ROWS8_TILE];
@@ -293,8 +303,8 @@ static inline __attribute__((always_inline)) void rows8_tile(const moe_mm *mm, c
         trow[t] = mm->idx ? mm->idx[j + t] : j + t;
         acc[t] = b0 ? _mm256_loadu_ps(mm->y + (j + t) * mm->ldy + row0) : _mm256_setzero_ps();
     }
-    if (q4) q4_rows8(mm, strip, b0, b1, trow, T, acc);
-    else q8_rows8(mm, strip, b0, b1, trow, T, acc);
+    if (q4) q4_rows8(mm, strip->q4, b0, b1, trow, T, acc);
+    else q8_rows8(mm, strip->q8, b0, b1, trow, T, acc);
     #pragma GCC unroll 8
     for (int t = 0; t < T; t++) _mm256_storeu_ps(mm->y + (j + t) * mm->ldy + row0, acc[t]);
 }
@@ -313,14 +323,15 @@ static inline __attribute__((always_inline)) void rows8_tokens(const moe_mm *mm,
     const int64_t nb = mm->a->nb;
     const size_t gstride = (size_t)nb * (q4 ? MOE_Q4_GROUP_BYTES : MOE_Q8_GROUP_BYTES);
     const uint8_t *ga = (const uint8_t *)mm->w->data + (size_t)g * gstride, *gb = ga + gstride;
-    rows8_block strip[ROWS8_STRIP_BLOCKS];
-    for (int64_t b0 = 0; b0 < nb; b0 += ROWS8_STRIP_BLOCKS) {
-        const int64_t b1 = b0 + ROWS8_STRIP_BLOCKS < nb ? b0 + ROWS8_STRIP_BLOCKS : nb;
-        if (q4) q4_rows8_strip(ga, gb, b0, b1, strip);
-        else q8_rows8_strip(ga, gb, b0, b1, strip);
+    const int64_t strip_blocks = q4 ? Q4_STRIP_BLOCKS : Q8_STRIP_BLOCKS;
+    rows8_strip strip;
+    for (int64_t b0 = 0; b0 < nb; b0 += strip_blocks) {
+        const int64_t b1 = b0 + strip_blocks < nb ? b0 + strip_blocks : nb;
+        if (q4) q4_rows8_strip(ga, gb, b0, b1, strip.q4);
+        else q8_rows8_strip(ga, gb, b0, b1, strip.q8);
         int j = j0;
-        for (; j + ROWS8_TILE <= j1; j += ROWS8_TILE) rows8_tile(mm, strip, b0, b1, g * 4, j, ROWS8_TILE, q4);
-#define ROWS8_TILE_OF(T) rows8_tile(mm, strip, b0, b1, g * 4, j, T, q4)
+        for (; j + ROWS8_TILE <= j1; j += ROWS8_TILE) rows8_tile(mm, &strip, b0, b1, g * 4, j, ROWS8_TILE, q4);
+#define ROWS8_TILE_OF(T) rows8_tile(mm, &strip, b0, b1, g * 4, j, T, q4)
         MOE_LEFTOVER_TILE(j1 - j, ROWS8_TILE_OF);
 #undef ROWS8_TILE_OF
     }
