@@ -9,9 +9,9 @@
  * scaled per block in float and reduces them once per group; q8 folds the
  * four rows' sums with two hadds per block. q4 weights are stored as
  * n = q + 8 in [0, 15]: sum((n - 8) x) = sum(n x) - 8 sum(x), where
- * -8 sum(x) is the activations' q4_base. From seven tokens on (q4) or
- * eight (q8), eight rows run at a time, transposed once per strip of
- * column blocks (q4_rows8, q8_rows8).
+ * -8 sum(x) is the activations' q4_base. From four tokens on (q4) or six
+ * (q8), eight rows run at a time, transposed (q4_rows8, q8_rows8), from 16
+ * once per strip of column blocks for all the tokens.
  */
 #include <immintrin.h>
 #include <math.h>
@@ -149,153 +149,155 @@ static inline __m256 rows8_scales(const uint8_t *ba, const uint8_t *bb) {
  * l of a register is row l: the form q4_rows8 and q8_rows8 multiply. */
 typedef struct {
     __m256 scale; /* the eight rows' scales */
-    __m256i w[8]; /* w[k]: low nibbles of bytes 4k..4k+3, w[4 + k]: their high nibbles */
-} q4_rows8_block;
-typedef struct {
-    __m256 scale;
-    __m256i w[8], w_abs[8]; /* bytes 4k..4k+3, and their absolute values */
-} q8_rows8_block;
-
-/* The 8-row kernels transpose a strip of column blocks of an 8-row block
- * at a time into this buffer on the stack (18 KiB, half of L1), which
- * every token tile of the chunk then reads, instead of transposing per
- * tile of 8 tokens. bench/kernel-ab.sh, Zen 3: q4 1.06x, q8 1.14-1.20x at
- * 64 and 512 tokens (weights in cache); Mixtral's down projection (14336
- * columns, 128 tokens) 0.95x with strips of 32 blocks, 1.06x with 64,
- * 1.03x with 128, since a longer strip reads each token's activations in
- * longer runs. */
-#define Q4_STRIP_BLOCKS 64
-#define Q8_STRIP_BLOCKS 32
-typedef union {
-    q4_rows8_block q4[Q4_STRIP_BLOCKS];
-    q8_rows8_block q8[Q8_STRIP_BLOCKS];
-} rows8_strip;
+    __m256i w[8]; /* q4: w[k] low nibbles of bytes 4k..4k+3, w[4 + k] their high nibbles; q8: bytes 4k..4k+3 */
+} rows8_block;
 
 /*
- * q4, prefill: the transpose. Lane l of register k holds bytes 4k..4k+3 of
- * row l (columns 4k..4k+3 in the low nibbles, 4k+16..4k+19 in the high
- * ones).
+ * When a chunk has at least ROWS8_STRIP_MIN_TOKENS tokens, the 8-row
+ * kernels transpose a strip of column blocks of an 8-row block at a time
+ * into this buffer on the stack (18 KiB, half of L1), which every token
+ * tile of the chunk then reads, instead of transposing per tile of 8
+ * tokens. Fewer tokens transpose each block as they reach it: with one
+ * tile the strip is only stores and loads (q8 at 8 tokens 0.84x). See
+ * bench/README.md, session 12, for the measurements behind these sizes.
  */
-static inline void q4_rows8_strip(const uint8_t *ga, const uint8_t *gb, int64_t b0, int64_t b1, q4_rows8_block *strip) {
+#define ROWS8_STRIP_BLOCKS 64
+#define ROWS8_STRIP_MIN_TOKENS 16
+
+/*
+ * q4, prefill: block b of groups ga and gb transposed. Lane l of register
+ * k holds bytes 4k..4k+3 of row l (columns 4k..4k+3 in the low nibbles,
+ * 4k+16..4k+19 in the high ones).
+ */
+static inline __attribute__((always_inline)) rows8_block q4_rows8_transpose(const uint8_t *ga, const uint8_t *gb, int64_t b) {
+    rows8_block out;
     const __m256i low4 = _mm256_set1_epi8(15);
     /* after unpacking rows 0/2 and 1/3: dword k of rows 0-3 to lanes 0-3, k + 1 to lanes 4-7 */
     const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-    for (int64_t b = b0; b < b1; b++) {
-        const uint8_t *ba = ga + (size_t)b * MOE_Q4_GROUP_BYTES, *bb = gb + (size_t)b * MOE_Q4_GROUP_BYTES;
-        q4_rows8_block *out = &strip[b - b0];
-        out->scale = rows8_scales(ba, bb);
-        __m256i k01[2], k23[2];
-        for (int i = 0; i < 2; i++) {
-            const uint8_t *blk = i ? bb : ba;
-            const __m256i r01 = _mm256_loadu_si256((const __m256i *)(blk + 8)), r23 = _mm256_loadu_si256((const __m256i *)(blk + 40));
-            k01[i] = _mm256_permutevar8x32_epi32(_mm256_unpacklo_epi32(r01, r23), order);
-            k23[i] = _mm256_permutevar8x32_epi32(_mm256_unpackhi_epi32(r01, r23), order);
-        }
-        const __m256i v[4] = {_mm256_permute2x128_si256(k01[0], k01[1], 0x20), _mm256_permute2x128_si256(k01[0], k01[1], 0x31),
-                              _mm256_permute2x128_si256(k23[0], k23[1], 0x20), _mm256_permute2x128_si256(k23[0], k23[1], 0x31)};
-        for (int k = 0; k < 4; k++) {
-            out->w[k] = _mm256_and_si256(v[k], low4);
-            out->w[4 + k] = _mm256_and_si256(_mm256_srli_epi16(v[k], 4), low4);
-        }
+    const uint8_t *ba = ga + (size_t)b * MOE_Q4_GROUP_BYTES, *bb = gb + (size_t)b * MOE_Q4_GROUP_BYTES;
+    _mm_prefetch((const char *)ba + PREFETCH_AHEAD, _MM_HINT_T0);
+    _mm_prefetch((const char *)bb + PREFETCH_AHEAD, _MM_HINT_T0);
+    out.scale = rows8_scales(ba, bb);
+    __m256i k01[2], k23[2];
+    for (int i = 0; i < 2; i++) {
+        const uint8_t *blk = i ? bb : ba;
+        const __m256i r01 = _mm256_loadu_si256((const __m256i *)(blk + 8)), r23 = _mm256_loadu_si256((const __m256i *)(blk + 40));
+        k01[i] = _mm256_permutevar8x32_epi32(_mm256_unpacklo_epi32(r01, r23), order);
+        k23[i] = _mm256_permutevar8x32_epi32(_mm256_unpackhi_epi32(r01, r23), order);
     }
+    const __m256i v[4] = {_mm256_permute2x128_si256(k01[0], k01[1], 0x20), _mm256_permute2x128_si256(k01[0], k01[1], 0x31),
+                          _mm256_permute2x128_si256(k23[0], k23[1], 0x20), _mm256_permute2x128_si256(k23[0], k23[1], 0x31)};
+    for (int k = 0; k < 4; k++) {
+        out.w[k] = _mm256_and_si256(v[k], low4);
+        out.w[4 + k] = _mm256_and_si256(_mm256_srli_epi16(v[k], 4), low4);
+    }
+    return out;
 }
 
 /*
- * q4, prefill: eight rows times T tokens over a transposed strip. A token
- * needs broadcasts of four of its activations per maddubs, and its eight
- * maddubs of a block add up in 16 bits without saturating (8 x 2 x 15 x
- * 127 = 30480): one madd, one conversion and one scaling per 256 products,
- * where q4_group pays them per 64. The integer sum starts from -8 sum(x).
- * acc holds the sums so far and gets this strip's share.
+ * q4, prefill: one transposed column block b times T tokens, added to acc.
+ * A token needs broadcasts of four of its activations per maddubs, and its
+ * eight maddubs of a block add up in 16 bits without saturating (8 x 2 x
+ * 15 x 127 = 30480): one madd, one conversion and one scaling per 256
+ * products, where q4_group pays them per 64. The integer sum starts from
+ * -8 sum(x).
  */
-static inline __attribute__((always_inline)) void q4_rows8(const moe_mm *mm, const q4_rows8_block *strip, int64_t b0,
-                                                           int64_t b1, const int64_t *trow, int T, __m256 *acc) {
-    const moe_act *a = mm->a;
+static inline __attribute__((always_inline)) void q4_rows8(const moe_act *a, const rows8_block blk, int64_t b,
+                                                           const int64_t *trow, int T, __m256 *acc) {
     const int64_t nb = a->nb;
+    const int8_t *q = a->q;
+    const float *d = a->d;
+    const int32_t *q4_base = a->q4_base;
     const __m256i ones = _mm256_set1_epi16(1);
-    for (int64_t b = b0; b < b1; b++) {
-        const q4_rows8_block *blk = &strip[b - b0];
-        __m256i lo[4], hi[4];
-        for (int k = 0; k < 4; k++) lo[k] = blk->w[k], hi[k] = blk->w[4 + k];
-        #pragma GCC unroll 8
-        for (int t = 0; t < T; t++) {
-            const int64_t ab = trow[t] * nb + b;
-            const int8_t *x = a->q + ab * MOE_QK;
-            __m256i s16 = _mm256_setzero_si256();
-            for (int k = 0; k < 4; k++) {
-                s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(lo[k], _mm256_broadcastd_epi32(_mm_loadu_si32(x + 4 * k))));
-                s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(hi[k], _mm256_broadcastd_epi32(_mm_loadu_si32(x + 16 + 4 * k))));
-            }
-            const __m256i p = _mm256_add_epi32(_mm256_madd_epi16(s16, ones), _mm256_set1_epi32(a->q4_base[ab]));
-            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(blk->scale, _mm256_set1_ps(a->d[ab])), acc[t]);
-        }
-    }
-}
-
-/*
- * q8, prefill: the transpose. A row's block is eight dwords, so the two
- * group-blocks transpose as an 8 x 8 matrix of dwords (24 shuffles) into
- * lane l = row l of register k = bytes 4k..4k+3.
- */
-static inline void q8_rows8_strip(const uint8_t *ga, const uint8_t *gb, int64_t b0, int64_t b1, q8_rows8_block *strip) {
-    for (int64_t b = b0; b < b1; b++) {
-        const uint8_t *ba = ga + (size_t)b * MOE_Q8_GROUP_BYTES, *bb = gb + (size_t)b * MOE_Q8_GROUP_BYTES;
-        q8_rows8_block *out = &strip[b - b0];
-        out->scale = rows8_scales(ba, bb);
-        __m256i r[8], u[8];
-        for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_si256((const __m256i *)((i < 4 ? ba : bb) + 8 + 32 * (i & 3)));
-        /* dwords d of rows 2i, 2i + 1 interleaved, then of rows 4i..4i + 3 (d, d + 4 in the two lanes) */
-        for (int i = 0; i < 4; i++) {
-            u[2 * i] = _mm256_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
-            u[2 * i + 1] = _mm256_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
-        }
-        for (int i = 0; i < 2; i++) {
-            r[4 * i + 0] = _mm256_unpacklo_epi64(u[4 * i], u[4 * i + 2]);     /* dwords 0 | 4 */
-            r[4 * i + 1] = _mm256_unpackhi_epi64(u[4 * i], u[4 * i + 2]);     /* 1 | 5 */
-            r[4 * i + 2] = _mm256_unpacklo_epi64(u[4 * i + 1], u[4 * i + 3]); /* 2 | 6 */
-            r[4 * i + 3] = _mm256_unpackhi_epi64(u[4 * i + 1], u[4 * i + 3]); /* 3 | 7 */
-        }
+    __m256i lo[4], hi[4];
+    for (int k = 0; k < 4; k++) lo[k] = blk.w[k], hi[k] = blk.w[4 + k];
+    #pragma GCC unroll 8
+    for (int t = 0; t < T; t++) {
+        const int64_t ab = trow[t] * nb + b;
+        const int8_t *x = q + ab * MOE_QK;
+        __m256i s16 = _mm256_setzero_si256();
         for (int k = 0; k < 4; k++) {
-            out->w[k] = _mm256_permute2x128_si256(r[k], r[4 + k], 0x20);
-            out->w[k + 4] = _mm256_permute2x128_si256(r[k], r[4 + k], 0x31);
+            s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(lo[k], _mm256_broadcastd_epi32(_mm_loadu_si32(x + 4 * k))));
+            s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(hi[k], _mm256_broadcastd_epi32(_mm_loadu_si32(x + 16 + 4 * k))));
         }
-        for (int k = 0; k < 8; k++) out->w_abs[k] = _mm256_sign_epi8(out->w[k], out->w[k]);
+        const __m256i p = _mm256_add_epi32(_mm256_madd_epi16(s16, ones), _mm256_set1_epi32(q4_base[ab]));
+        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(blk.scale, _mm256_set1_ps(d[ab])), acc[t]);
     }
 }
 
 /*
- * q8, prefill: eight rows times T tokens over a transposed strip. Signed
- * by signed, as q8_group: |w| times x carrying w's sign, one sign per
- * maddubs. Two maddubs would overflow 16 bits (2 x 2 x 127 x 127), so
+ * q8, prefill: block b of groups ga and gb transposed. A row's block is
+ * eight dwords, so the two group-blocks transpose as an 8 x 8 matrix of
+ * dwords (24 shuffles) into lane l = row l of register k = bytes 4k..4k+3.
+ */
+static inline __attribute__((always_inline)) rows8_block q8_rows8_transpose(const uint8_t *ga, const uint8_t *gb, int64_t b) {
+    rows8_block out;
+    const uint8_t *ba = ga + (size_t)b * MOE_Q8_GROUP_BYTES, *bb = gb + (size_t)b * MOE_Q8_GROUP_BYTES;
+    _mm_prefetch((const char *)ba + PREFETCH_AHEAD, _MM_HINT_T0);
+    _mm_prefetch((const char *)ba + PREFETCH_AHEAD + 64, _MM_HINT_T0);
+    _mm_prefetch((const char *)bb + PREFETCH_AHEAD, _MM_HINT_T0);
+    _mm_prefetch((const char *)bb + PREFETCH_AHEAD + 64, _MM_HINT_T0);
+    out.scale = rows8_scales(ba, bb);
+    __m256i r[8], u[8];
+    for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_si256((const __m256i *)((i < 4 ? ba : bb) + 8 + 32 * (i & 3)));
+    /* dwords d of rows 2i, 2i + 1 interleaved, then of rows 4i..4i + 3 (d, d + 4 in the two lanes) */
+    for (int i = 0; i < 4; i++) {
+        u[2 * i] = _mm256_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+        u[2 * i + 1] = _mm256_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 2; i++) {
+        r[4 * i + 0] = _mm256_unpacklo_epi64(u[4 * i], u[4 * i + 2]);     /* dwords 0 | 4 */
+        r[4 * i + 1] = _mm256_unpackhi_epi64(u[4 * i], u[4 * i + 2]);     /* 1 | 5 */
+        r[4 * i + 2] = _mm256_unpacklo_epi64(u[4 * i + 1], u[4 * i + 3]); /* 2 | 6 */
+        r[4 * i + 3] = _mm256_unpackhi_epi64(u[4 * i + 1], u[4 * i + 3]); /* 3 | 7 */
+    }
+    for (int k = 0; k < 4; k++) {
+        out.w[k] = _mm256_permute2x128_si256(r[k], r[4 + k], 0x20);
+        out.w[k + 4] = _mm256_permute2x128_si256(r[k], r[4 + k], 0x31);
+    }
+    return out;
+}
+
+/*
+ * q8, prefill: one transposed column block b times T tokens, added to acc.
+ * Signed by signed, as q8_group: |w| times x carrying w's sign, one sign
+ * per maddubs. Two maddubs would overflow 16 bits (2 x 2 x 127 x 127), so
  * each is widened by its own madd.
  */
-static inline __attribute__((always_inline)) void q8_rows8(const moe_mm *mm, const q8_rows8_block *strip, int64_t b0,
-                                                           int64_t b1, const int64_t *trow, int T, __m256 *acc) {
-    const moe_act *a = mm->a;
+static inline __attribute__((always_inline)) void q8_rows8(const moe_act *a, const rows8_block blk, int64_t b,
+                                                           const int64_t *trow, int T, __m256 *acc) {
     const int64_t nb = a->nb;
+    const int8_t *q = a->q;
+    const float *d = a->d;
     const __m256i ones = _mm256_set1_epi16(1);
-    for (int64_t b = b0; b < b1; b++) {
-        const q8_rows8_block *blk = &strip[b - b0];
-        __m256i w_abs[8];
-        for (int k = 0; k < 8; k++) w_abs[k] = blk->w_abs[k];
-        #pragma GCC unroll 8
-        for (int t = 0; t < T; t++) {
-            const int64_t ab = trow[t] * nb + b;
-            const int8_t *x = a->q + ab * MOE_QK;
-            __m256i p = _mm256_setzero_si256();
-            for (int k = 0; k < 8; k++) {
-                const __m256i xk = _mm256_sign_epi8(_mm256_broadcastd_epi32(_mm_loadu_si32(x + 4 * k)), blk->w[k]);
-                p = _mm256_add_epi32(p, _mm256_madd_epi16(_mm256_maddubs_epi16(w_abs[k], xk), ones));
-            }
-            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(blk->scale, _mm256_set1_ps(a->d[ab])), acc[t]);
+    __m256i w_abs[8];
+    for (int k = 0; k < 8; k++) w_abs[k] = _mm256_sign_epi8(blk.w[k], blk.w[k]);
+    #pragma GCC unroll 8
+    for (int t = 0; t < T; t++) {
+        const int64_t ab = trow[t] * nb + b;
+        const int8_t *x = q + ab * MOE_QK;
+        __m256i p = _mm256_setzero_si256();
+        for (int k = 0; k < 8; k++) {
+            const __m256i xk = _mm256_sign_epi8(_mm256_broadcastd_epi32(_mm_loadu_si32(x + 4 * k)), blk.w[k]);
+            p = _mm256_add_epi32(p, _mm256_madd_epi16(_mm256_maddubs_epi16(w_abs[k], xk), ones));
         }
+        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(blk.scale, _mm256_set1_ps(d[ab])), acc[t]);
     }
 }
 
-/* Tokens j..j+T-1 of the 8-row block at row0 over the strip's column
- * blocks [b0, b1): from zero at the first strip, else adding to y. */
-static inline __attribute__((always_inline)) void rows8_tile(const moe_mm *mm, const rows8_strip *strip, int64_t b0,
-                                                             int64_t b1, int64_t row0, int j, int T, int q4) {
+static inline __attribute__((always_inline)) rows8_block rows8_transpose(const uint8_t *ga, const uint8_t *gb, int64_t b, int q4) {
+    return q4 ? q4_rows8_transpose(ga, gb, b) : q8_rows8_transpose(ga, gb, b);
+}
+
+/* Tokens j..j+T-1 of the 8-row block (groups ga, gb) at row0 over column
+ * blocks [b0, b1): from the strip that holds them transposed, or with
+ * strip NULL each block transposed as it comes. From zero at block 0,
+ * else adding to y. */
+static inline __attribute__((always_inline)) void rows8_tile(const moe_mm *mm, const uint8_t *ga, const uint8_t *gb,
+                                                             const rows8_block *strip, int64_t b0, int64_t b1,
+                                                             int64_t row0, int j, int T, int q4) {
+    /* a copy, read once: the kernels' vector stores may alias *mm->a */
+    const moe_act act = *mm->a;
     int64_t trow[ROWS8_TILE];
     __m256 acc[ROWS8_TILE];
     #pragma GCC unroll 8
@@ -303,38 +305,64 @@ static inline __attribute__((always_inline)) void rows8_tile(const moe_mm *mm, c
         trow[t] = mm->idx ? mm->idx[j + t] : j + t;
         acc[t] = b0 ? _mm256_loadu_ps(mm->y + (j + t) * mm->ldy + row0) : _mm256_setzero_ps();
     }
-    if (q4) q4_rows8(mm, strip->q4, b0, b1, trow, T, acc);
-    else q8_rows8(mm, strip->q8, b0, b1, trow, T, acc);
+    for (int64_t b = b0; b < b1; b++) {
+        const rows8_block blk = strip ? strip[b - b0] : rows8_transpose(ga, gb, b, q4);
+        if (q4) q4_rows8(&act, blk, b, trow, T, acc);
+        else q8_rows8(&act, blk, b, trow, T, acc);
+    }
     #pragma GCC unroll 8
     for (int t = 0; t < T; t++) _mm256_storeu_ps(mm->y + (j + t) * mm->ldy + row0, acc[t]);
 }
 
-/* From this many tokens on, 8-row blocks go through q4_rows8 / q8_rows8;
- * fewer do not pay for writing the strip. Against q4_group / q8_group
- * (bench/kernel-ab.sh, Zen 3, weights from memory): q4 at 5 tokens 0.96x,
- * 6 0.94-1.04x, 7 1.07x; q8 at 6 0.91x, 7 1.00x, 8 1.11-1.14x. */
-#define ROWS8_MIN_TOKENS_Q4 7
-#define ROWS8_MIN_TOKENS_Q8 8
+/* Tokens [j, j1) over column blocks [b0, b1): tiles of ROWS8_TILE, then
+ * the rest (1-7) as one tile (MOE_LEFTOVER_TILE). */
+static inline __attribute__((always_inline)) void rows8_tiles(const moe_mm *mm, const uint8_t *ga, const uint8_t *gb,
+                                                              const rows8_block *strip, int64_t b0, int64_t b1,
+                                                              int64_t row0, int j, int j1, int q4) {
+    for (; j + ROWS8_TILE <= j1; j += ROWS8_TILE) rows8_tile(mm, ga, gb, strip, b0, b1, row0, j, ROWS8_TILE, q4);
+#define ROWS8_TILE_OF(T) rows8_tile(mm, ga, gb, strip, b0, b1, row0, j, T, q4)
+    MOE_LEFTOVER_TILE(j1 - j, ROWS8_TILE_OF);
+#undef ROWS8_TILE_OF
+}
 
-/* Tokens [j, j1) through the 8-row block of groups g and g + 1, a strip
- * of column blocks at a time: tiles of ROWS8_TILE, then the rest (1-7) as
- * one tile (MOE_LEFTOVER_TILE). */
+/* From this many tokens on, 8-row blocks go through q4_rows8 / q8_rows8:
+ * q8's transpose costs more, and at 5 tokens it was 0.91x as fast as
+ * q8_group, at 6 1.03x, at 8 1.11x (bench/kernel-ab.sh, Zen 3). */
+#define ROWS8_MIN_TOKENS_Q4 4
+#define ROWS8_MIN_TOKENS_Q8 6
+
+/* Tokens [j0, j1) through the 8-row block of groups g and g + 1 (ga, gb),
+ * a strip of column blocks at a time. */
+static inline __attribute__((always_inline)) void rows8_strips(const moe_mm *mm, const uint8_t *ga, const uint8_t *gb,
+                                                               int64_t g, int j0, int j1, int q4) {
+    const int64_t nb = mm->a->nb;
+    rows8_block strip[ROWS8_STRIP_BLOCKS];
+    for (int64_t b0 = 0; b0 < nb; b0 += ROWS8_STRIP_BLOCKS) {
+        const int64_t b1 = b0 + ROWS8_STRIP_BLOCKS < nb ? b0 + ROWS8_STRIP_BLOCKS : nb;
+        for (int64_t b = b0; b < b1; b++) strip[b - b0] = rows8_transpose(ga, gb, b, q4);
+        rows8_tiles(mm, ga, gb, strip, b0, b1, g * 4, j0, j1, q4);
+    }
+}
+
+/* Out of line, so that the strip's 18 KiB stay off the stack frame of the
+ * paths without one (inlined, it cost those 10-15 % at 8 tokens). */
+static __attribute__((noinline)) void rows8_strips_q4(const moe_mm *mm, const uint8_t *ga, const uint8_t *gb, int64_t g,
+                                                      int j0, int j1) {
+    rows8_strips(mm, ga, gb, g, j0, j1, 1);
+}
+static __attribute__((noinline)) void rows8_strips_q8(const moe_mm *mm, const uint8_t *ga, const uint8_t *gb, int64_t g,
+                                                      int j0, int j1) {
+    rows8_strips(mm, ga, gb, g, j0, j1, 0);
+}
+
+/* Tokens [j0, j1) through the 8-row block of groups g and g + 1. */
 static inline __attribute__((always_inline)) void rows8_tokens(const moe_mm *mm, int64_t g, int j0, int j1, int q4) {
     const int64_t nb = mm->a->nb;
     const size_t gstride = (size_t)nb * (q4 ? MOE_Q4_GROUP_BYTES : MOE_Q8_GROUP_BYTES);
     const uint8_t *ga = (const uint8_t *)mm->w->data + (size_t)g * gstride, *gb = ga + gstride;
-    const int64_t strip_blocks = q4 ? Q4_STRIP_BLOCKS : Q8_STRIP_BLOCKS;
-    rows8_strip strip;
-    for (int64_t b0 = 0; b0 < nb; b0 += strip_blocks) {
-        const int64_t b1 = b0 + strip_blocks < nb ? b0 + strip_blocks : nb;
-        if (q4) q4_rows8_strip(ga, gb, b0, b1, strip.q4);
-        else q8_rows8_strip(ga, gb, b0, b1, strip.q8);
-        int j = j0;
-        for (; j + ROWS8_TILE <= j1; j += ROWS8_TILE) rows8_tile(mm, &strip, b0, b1, g * 4, j, ROWS8_TILE, q4);
-#define ROWS8_TILE_OF(T) rows8_tile(mm, &strip, b0, b1, g * 4, j, T, q4)
-        MOE_LEFTOVER_TILE(j1 - j, ROWS8_TILE_OF);
-#undef ROWS8_TILE_OF
-    }
+    if (j1 - j0 < ROWS8_STRIP_MIN_TOKENS) rows8_tiles(mm, ga, gb, NULL, 0, nb, g * 4, j0, j1, q4);
+    else if (q4) rows8_strips_q4(mm, ga, gb, g, j0, j1);
+    else rows8_strips_q8(mm, ga, gb, g, j0, j1);
 }
 
 /* The 8-row kernels take a prompt's tokens in chunks of this many per pass
