@@ -154,12 +154,13 @@ typedef struct {
 
 /*
  * When a chunk has at least ROWS8_STRIP_MIN_TOKENS tokens, the 8-row
- * kernels transpose a strip of column blocks of an 8-row block at a time
- * into this buffer on the stack (18 KiB, half of L1), which every token
- * tile of the chunk then reads, instead of transposing per tile of 8
- * tokens. Fewer tokens transpose each block as they reach it: with one
- * tile the strip is only stores and loads (q8 at 8 tokens 0.84x). See
- * bench/README.md, session 12, for the measurements behind these sizes.
+ * kernels transpose a strip of ROWS8_STRIP_BLOCKS column blocks of an
+ * 8-row block at a time into a buffer on the stack (rows8_strips: 18 KiB,
+ * half of L1), which every token tile of the chunk then reads, instead of
+ * transposing per tile of 8 tokens. Fewer tokens transpose each block as
+ * they reach it: with one tile the strip is only stores and loads (q8 at
+ * 8 tokens 0.84x). bench/README.md, session 12, has the measurements
+ * behind these sizes.
  */
 #define ROWS8_STRIP_BLOCKS 64
 #define ROWS8_STRIP_MIN_TOKENS 16
