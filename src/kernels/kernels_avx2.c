@@ -10,7 +10,7 @@
  * four rows' sums with two hadds per block. q4 weights are stored as
  * n = q + 8 in [0, 15]: sum((n - 8) x) = sum(n x) - 8 sum(x), where
  * -8 sum(x) is the activations' q4_base. From four tokens on (q4) or six
- * (q8), eight rows run at a time, transposed (q4_rows8, q8_rows8), from 16
+ * (q8), eight rows run at a time, transposed (rows8_tile), from 16
  * once per strip of column blocks for all the tokens.
  */
 #include <immintrin.h>
@@ -146,7 +146,7 @@ static inline __m256 rows8_scales(const uint8_t *ba, const uint8_t *bb) {
 }
 
 /* One column block of an 8-row block (two groups), transposed so that lane
- * l of a register is row l: the form q4_rows8 and q8_rows8 multiply. */
+ * l of a register is row l: the form q4_rows8_dot and q8_rows8_dot multiply. */
 typedef struct {
     __m256 scale; /* the eight rows' scales */
     __m256i w[8]; /* q4: w[k] low nibbles of bytes 4k..4k+3, w[4 + k] their high nibbles; q8: bytes 4k..4k+3 */
@@ -196,34 +196,20 @@ static inline __attribute__((always_inline)) rows8_block q4_rows8_transpose(cons
 }
 
 /*
- * q4, prefill: one transposed column block b times T tokens, added to acc.
- * A token needs broadcasts of four of its activations per maddubs, and its
- * eight maddubs of a block add up in 16 bits without saturating (8 x 2 x
- * 15 x 127 = 30480): one madd, one conversion and one scaling per 256
- * products, where q4_group pays them per 64. The integer sum starts from
- * -8 sum(x).
+ * q4, prefill: one token's products with a transposed block, one row per
+ * 32-bit lane. A token needs broadcasts of four of its activations per
+ * maddubs, and its eight maddubs of a block add up in 16 bits without
+ * saturating (8 x 2 x 15 x 127 = 30480): one madd, one conversion and one
+ * scaling per 256 products, where q4_group pays them per 64. The integer
+ * sum starts from q4_base, -8 sum(x).
  */
-static inline __attribute__((always_inline)) void q4_rows8(const moe_act *a, const rows8_block blk, int64_t b,
-                                                           const int64_t *trow, int T, __m256 *acc) {
-    const int64_t nb = a->nb;
-    const int8_t *q = a->q;
-    const float *d = a->d;
-    const int32_t *q4_base = a->q4_base;
-    const __m256i ones = _mm256_set1_epi16(1);
-    __m256i lo[4], hi[4];
-    for (int k = 0; k < 4; k++) lo[k] = blk.w[k], hi[k] = blk.w[4 + k];
-    #pragma GCC unroll 8
-    for (int t = 0; t < T; t++) {
-        const int64_t ab = trow[t] * nb + b;
-        const int8_t *x = q + ab * MOE_QK;
-        __m256i s16 = _mm256_setzero_si256();
-        for (int k = 0; k < 4; k++) {
-            s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(lo[k], _mm256_broadcastd_epi32(_mm_loadu_si32(x + 4 * k))));
-            s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(hi[k], _mm256_broadcastd_epi32(_mm_loadu_si32(x + 16 + 4 * k))));
-        }
-        const __m256i p = _mm256_add_epi32(_mm256_madd_epi16(s16, ones), _mm256_set1_epi32(q4_base[ab]));
-        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(blk.scale, _mm256_set1_ps(d[ab])), acc[t]);
+static inline __attribute__((always_inline)) __m256i q4_rows8_dot(const __m256i *w, const int8_t *x, int32_t q4_base) {
+    __m256i s16 = _mm256_setzero_si256();
+    for (int k = 0; k < 4; k++) {
+        s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(w[k], _mm256_broadcastd_epi32(_mm_loadu_si32(x + 4 * k))));
+        s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(w[4 + k], _mm256_broadcastd_epi32(_mm_loadu_si32(x + 16 + 4 * k))));
     }
+    return _mm256_add_epi32(_mm256_madd_epi16(s16, _mm256_set1_epi16(1)), _mm256_set1_epi32(q4_base));
 }
 
 /*
@@ -260,34 +246,38 @@ static inline __attribute__((always_inline)) rows8_block q8_rows8_transpose(cons
 }
 
 /*
- * q8, prefill: one transposed column block b times T tokens, added to acc.
- * Signed by signed, as q8_group: |w| times x carrying w's sign, one sign
- * per maddubs. Two maddubs would overflow 16 bits (2 x 2 x 127 x 127), so
- * each is widened by its own madd.
+ * q8, prefill: one token's products with a transposed block. Signed by
+ * signed, as q8_group: |w| times x carrying w's sign, one sign per
+ * maddubs. Two maddubs would overflow 16 bits (2 x 2 x 127 x 127), so each
+ * is widened by its own madd.
  */
-static inline __attribute__((always_inline)) void q8_rows8(const moe_act *a, const rows8_block blk, int64_t b,
-                                                           const int64_t *trow, int T, __m256 *acc) {
-    const int64_t nb = a->nb;
-    const int8_t *q = a->q;
-    const float *d = a->d;
+static inline __attribute__((always_inline)) __m256i q8_rows8_dot(const __m256i *w, const __m256i *w_abs, const int8_t *x) {
     const __m256i ones = _mm256_set1_epi16(1);
-    __m256i w_abs[8];
-    for (int k = 0; k < 8; k++) w_abs[k] = _mm256_sign_epi8(blk.w[k], blk.w[k]);
-    #pragma GCC unroll 8
-    for (int t = 0; t < T; t++) {
-        const int64_t ab = trow[t] * nb + b;
-        const int8_t *x = q + ab * MOE_QK;
-        __m256i p = _mm256_setzero_si256();
-        for (int k = 0; k < 8; k++) {
-            const __m256i xk = _mm256_sign_epi8(_mm256_broadcastd_epi32(_mm_loadu_si32(x + 4 * k)), blk.w[k]);
-            p = _mm256_add_epi32(p, _mm256_madd_epi16(_mm256_maddubs_epi16(w_abs[k], xk), ones));
-        }
-        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(blk.scale, _mm256_set1_ps(d[ab])), acc[t]);
+    __m256i p = _mm256_setzero_si256();
+    for (int k = 0; k < 8; k++) {
+        const __m256i xk = _mm256_sign_epi8(_mm256_broadcastd_epi32(_mm_loadu_si32(x + 4 * k)), w[k]);
+        p = _mm256_add_epi32(p, _mm256_madd_epi16(_mm256_maddubs_epi16(w_abs[k], xk), ones));
     }
+    return p;
 }
 
 static inline __attribute__((always_inline)) rows8_block rows8_transpose(const uint8_t *ga, const uint8_t *gb, int64_t b, int q4) {
     return q4 ? q4_rows8_transpose(ga, gb, b) : q8_rows8_transpose(ga, gb, b);
+}
+
+/* One transposed column block b times T tokens, scaled and added to acc. */
+static inline __attribute__((always_inline)) void rows8_block_tokens(const moe_act *a, const rows8_block blk, int64_t b,
+                                                                     const int64_t *trow, int T, __m256 *acc, int q4) {
+    __m256i w_abs[8];
+    if (!q4)
+        for (int k = 0; k < 8; k++) w_abs[k] = _mm256_sign_epi8(blk.w[k], blk.w[k]);
+    #pragma GCC unroll 8
+    for (int t = 0; t < T; t++) {
+        const int64_t ab = trow[t] * a->nb + b;
+        const int8_t *x = a->q + ab * MOE_QK;
+        const __m256i p = q4 ? q4_rows8_dot(blk.w, x, a->q4_base[ab]) : q8_rows8_dot(blk.w, w_abs, x);
+        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(blk.scale, _mm256_set1_ps(a->d[ab])), acc[t]);
+    }
 }
 
 /* Tokens j..j+T-1 of the 8-row block (groups ga, gb) at row0 over column
@@ -308,8 +298,7 @@ static inline __attribute__((always_inline)) void rows8_tile(const moe_mm *mm, c
     }
     for (int64_t b = b0; b < b1; b++) {
         const rows8_block blk = strip ? strip[b - b0] : rows8_transpose(ga, gb, b, q4);
-        if (q4) q4_rows8(&act, blk, b, trow, T, acc);
-        else q8_rows8(&act, blk, b, trow, T, acc);
+        rows8_block_tokens(&act, blk, b, trow, T, acc, q4);
     }
     #pragma GCC unroll 8
     for (int t = 0; t < T; t++) _mm256_storeu_ps(mm->y + (j + t) * mm->ldy + row0, acc[t]);
@@ -326,7 +315,7 @@ static inline __attribute__((always_inline)) void rows8_tiles(const moe_mm *mm, 
 #undef ROWS8_TILE_OF
 }
 
-/* From this many tokens on, 8-row blocks go through q4_rows8 / q8_rows8:
+/* From this many tokens on, 8-row blocks go through rows8_tokens:
  * q8's transpose costs more, and at 5 tokens it was 0.91x as fast as
  * q8_group, at 6 1.03x, at 8 1.11x (bench/kernel-ab.sh, Zen 3). */
 #define ROWS8_MIN_TOKENS_Q4 4
