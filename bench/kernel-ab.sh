@@ -9,10 +9,11 @@
 # kernels_avx2.c, e.g. OLD from `git show HEAD:src/kernels/kernels_avx512.c`.
 # Defaults: q4, 1 thread, 20 rounds, 1 token (decode). AB_COPIES=N cycles
 # N copies of the weight (default 64, so they come from memory; 1 keeps them
-# in cache). Needs the project built in build/ (scripts/build.sh build).
+# in cache). AB_ROWS and AB_COLS set the weight's shape (default 1024 x
+# 2048, an OLMoE expert). Needs the project built (scripts/build.sh build).
 set -euo pipefail
 if [ $# -lt 2 ]; then
-    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
 fi
 root=$(cd "$(dirname "$0")/.." && pwd)

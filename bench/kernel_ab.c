@@ -6,9 +6,9 @@
  *   kernel_ab TYPE THREADS ROUNDS TOKENS
  *
  * Each round runs A, then B, for 0.1 s each: 16 products per call of a 1024
- * x 2048 weight (an OLMoE expert's gate) cycled through 64 copies, so the
- * weights come from memory, through the threaded driver as decode issues
- * them. On a shared host the bandwidth moves by tens of percent from minute
+ * x 2048 weight (an OLMoE expert's gate; AB_ROWS and AB_COLS change it)
+ * cycled through 64 copies, so the weights come from memory, through the
+ * threaded driver as decode issues them. On a shared host the bandwidth moves by tens of percent from minute
  * to minute; slices this short see the same neighbours, so B/A is steady
  * where two separate runs of moe-bench-kernels are not.
  */
@@ -23,7 +23,19 @@
 
 extern const moe_kernels kern_a, kern_b;
 
-enum { ROWS = 1024, COLS = 2048, PRODUCTS = 16 };
+enum { PRODUCTS = 16 };
+
+/* The positive count in environment variable `name`, `fallback` when unset;
+ * -1 (and a message) when it is set to anything else. */
+static int env_count(const char *name, int fallback) {
+    const char *v = getenv(name);
+    if (!v) return fallback;
+    char *end;
+    const long n = strtol(v, &end, 10);
+    if (end != v && !*end && n >= 1 && n <= 1 << 20) return (int)n;
+    fprintf(stderr, "kernel_ab: %s must be a count from 1 to %d, not '%s'\n", name, 1 << 20, v);
+    return -1;
+}
 
 static float rnd(unsigned *s) {
     *s = *s * 1664525u + 1013904223u;
@@ -39,24 +51,21 @@ int main(int argc, char **argv) {
         return 2;
     }
     /* AB_COPIES=1 keeps the weights in cache: the kernel's own speed */
-    const int copies = getenv("AB_COPIES") ? atoi(getenv("AB_COPIES")) : 64;
-    if (copies < 1) {
-        fprintf(stderr, "kernel_ab: AB_COPIES must be a positive count, not '%s'\n", getenv("AB_COPIES"));
-        return 2;
-    }
-    const size_t bytes = moe_tensor_bytes((moe_dtype)dt, ROWS, COLS);
-    float *src = malloc((size_t)ROWS * COLS * sizeof(float)), *x = malloc((size_t)n * COLS * sizeof(float));
-    float *y = malloc((size_t)PRODUCTS * ROWS * (size_t)n * sizeof(float));
+    const int copies = env_count("AB_COPIES", 64), rows = env_count("AB_ROWS", 1024), cols = env_count("AB_COLS", 2048);
+    if (copies < 0 || rows < 0 || cols < 0) return 2;
+    const size_t bytes = moe_tensor_bytes((moe_dtype)dt, rows, cols);
+    float *src = malloc((size_t)rows * cols * sizeof(float)), *x = malloc((size_t)n * cols * sizeof(float));
+    float *y = malloc((size_t)PRODUCTS * rows * (size_t)n * sizeof(float));
     uint8_t *w = moe_alloc_huge(bytes * copies);
     moe_act a;
-    if (!src || !x || !y || !w || moe_act_alloc(&a, x, (size_t)n, COLS)) {
+    if (!src || !x || !y || !w || moe_act_alloc(&a, x, (size_t)n, cols)) {
         fprintf(stderr, "kernel_ab: out of memory\n");
         return 1;
     }
     unsigned seed = 1;
-    for (size_t i = 0; i < (size_t)ROWS * COLS; i++) src[i] = rnd(&seed);
-    for (size_t i = 0; i < (size_t)n * COLS; i++) x[i] = rnd(&seed);
-    for (int c = 0; c < copies; c++) moe_quantize((moe_dtype)dt, src, ROWS, COLS, w + bytes * c);
+    for (size_t i = 0; i < (size_t)rows * cols; i++) src[i] = rnd(&seed);
+    for (size_t i = 0; i < (size_t)n * cols; i++) x[i] = rnd(&seed);
+    for (int c = 0; c < copies; c++) moe_quantize((moe_dtype)dt, src, rows, cols, w + bytes * c);
     a.n = n;
     if (moe_dtype_is_quant((moe_dtype)dt)) moe_act_quantize(&kern_a, &a);
     omp_set_num_threads(threads);
@@ -70,7 +79,7 @@ int main(int argc, char **argv) {
             double t1 = t0;
             long done = 0;
             while (t1 - t0 < 0.1) {
-                bench_decode_call(kern[v], (moe_dtype)dt, w, bytes, copies, ROWS, COLS, &a, y, PRODUCTS, calls++);
+                bench_decode_call(kern[v], (moe_dtype)dt, w, bytes, copies, rows, cols, &a, y, PRODUCTS, calls++);
                 done++;
                 t1 = bench_now();
             }
@@ -78,8 +87,8 @@ int main(int argc, char **argv) {
             streamed[v] += (double)bytes * PRODUCTS * (double)done;
         }
     const double gbs_a = streamed[0] / seconds[0] / 1e9, gbs_b = streamed[1] / seconds[1] / 1e9;
-    printf("%s, %d thread%s, %d token%s: A %.2f GB/s, B %.2f GB/s, B/A %.3f\n", moe_dtype_name((moe_dtype)dt), threads,
-           threads > 1 ? "s" : "", n, n > 1 ? "s" : "", gbs_a, gbs_b, gbs_b / gbs_a);
+    printf("%s %d x %d, %d thread%s, %d token%s: A %.2f GB/s, B %.2f GB/s, B/A %.3f\n", moe_dtype_name((moe_dtype)dt), rows,
+           cols, threads, threads > 1 ? "s" : "", n, n > 1 ? "s" : "", gbs_a, gbs_b, gbs_b / gbs_a);
     moe_act_free(&a);
     free(src);
     free(x);
