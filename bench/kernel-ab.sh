@@ -10,10 +10,11 @@
 # Defaults: q4, 1 thread, 20 rounds, 1 token (decode). AB_COPIES=N cycles
 # N copies of the weight (default 64, so they come from memory; 1 keeps them
 # in cache). AB_ROWS and AB_COLS set the weight's shape (default 1024 x
-# 2048, an OLMoE expert). Needs the project built (scripts/build.sh build).
+# 2048, an OLMoE expert). Needs the project built in build/
+# (scripts/build.sh build).
 set -euo pipefail
 if [ $# -lt 2 ]; then
-    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
 fi
 root=$(cd "$(dirname "$0")/.." && pwd)

@@ -8,9 +8,10 @@
  * Each round runs A, then B, for 0.1 s each: 16 products per call of a 1024
  * x 2048 weight (an OLMoE expert's gate; AB_ROWS and AB_COLS change it)
  * cycled through 64 copies, so the weights come from memory, through the
- * threaded driver as decode issues them. On a shared host the bandwidth moves by tens of percent from minute
- * to minute; slices this short see the same neighbours, so B/A is steady
- * where two separate runs of moe-bench-kernels are not.
+ * threaded driver as decode issues them. On a shared host the bandwidth
+ * moves by tens of percent from minute to minute; slices this short see the
+ * same neighbours, so B/A is steady where two separate runs of
+ * moe-bench-kernels are not.
  */
 #include <omp.h>
 #include <stdio.h>
