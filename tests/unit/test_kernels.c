@@ -501,7 +501,9 @@ int main(void) {
             if (simd[i]) {
                 test_shape(simd[i], (moe_dtype)d, 41, 96, 512, seed++);
                 test_shape(simd[i], (moe_dtype)d, 37, 70, 300, seed++); /* a partial token chunk */
-                test_shape(simd[i], (moe_dtype)d, 19, 2100, 21, seed++); /* crosses a strip of ROWS8_STRIP_BLOCKS (64) column blocks of the AVX2 8-row kernels; the last strip partial */
+                /* crosses a strip of ROWS8_STRIP_BLOCKS (64) column blocks of the
+                 * AVX2 8-row kernels; the last strip partial */
+                test_shape(simd[i], (moe_dtype)d, 19, 2100, 21, seed++);
             }
 
     /* Large f32 products with contiguous activations go to BLAS (when built with it). */
