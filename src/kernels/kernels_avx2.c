@@ -10,8 +10,9 @@
  * four rows' sums with two hadds per block. q4 weights are stored as
  * n = q + 8 in [0, 15]: sum((n - 8) x) = sum(n x) - 8 sum(x), where
  * -8 sum(x) is the activations' q4_base. From four tokens on (q4) or six
- * (q8), eight rows run at a time, transposed (rows8_tile), from 16
- * once per strip of column blocks for all the tokens.
+ * (q8), sixteen rows run at a time (rows16_tile), transposed once per
+ * strip of column blocks for all the tokens, so that each broadcast
+ * activation feeds two 8-row registers.
  */
 #include <immintrin.h>
 #include <math.h>
@@ -22,13 +23,6 @@
 #include "util/half.h"
 
 #define TOK_TILE 4
-/* The 8-row kernels' tile: their transpose is paid once per tile. With 16
- * registers the accumulators of 8 tokens partly live on the stack, and
- * still q4 at 8 tokens ran 1.06x (weights in cache) to 1.11x (from memory)
- * as fast as at 4 on a Zen 3 core, 64 tokens (bench/kernel-ab.sh); 6, 12
- * and 16 within 3 % of 8. */
-#define ROWS8_TILE 8
-_Static_assert(ROWS8_TILE == 8, "MOE_LEFTOVER_TILE covers 1..7");
 #define PREFETCH_AHEAD 4096 /* bytes: weights stream once, so ask for them early */
 
 static inline const float *act_row(const moe_mm *mm, int j) {
@@ -146,24 +140,20 @@ static inline __m256 rows8_scales(const uint8_t *ba, const uint8_t *bb) {
 }
 
 /* One column block of an 8-row block (two groups), transposed so that lane
- * l of a register is row l: the form q4_rows8_dot and q8_rows8_dot multiply. */
+ * l of a register is row l: the form rows16_tile multiplies. */
 typedef struct {
     __m256 scale; /* the eight rows' scales */
     __m256i w[8]; /* q4: w[k] low nibbles of bytes 4k..4k+3, w[4 + k] their high nibbles; q8: bytes 4k..4k+3 */
 } rows8_block;
 
 /*
- * When a chunk has at least ROWS8_STRIP_MIN_TOKENS tokens, the 8-row
- * kernels transpose a strip of ROWS8_STRIP_BLOCKS column blocks of an
- * 8-row block at a time into a buffer on the stack (rows8_strips: 18 KiB,
- * half of L1), which every token tile of the chunk then reads, instead of
- * transposing per tile of 8 tokens. Fewer tokens transpose each block as
- * they reach it: with one tile the strip is only stores and loads (q8 at
- * 8 tokens 0.84x). bench/README.md, session 12, has the measurements
- * behind these sizes.
+ * Prefill: the 16-row kernels transpose a strip of STRIP_BLOCKS column
+ * blocks of each of their two 8-row blocks at a time into a buffer on the
+ * stack (rows16_strips: 18 KiB, half of L1), which every token tile of the
+ * chunk then reads. 16 blocks ran q4 0.93x and q8 0.97x as fast, 48 and 64
+ * within 2 % of 32 (bench/README.md, session 14).
  */
-#define ROWS8_STRIP_BLOCKS 64
-#define ROWS8_STRIP_MIN_TOKENS 16
+#define STRIP_BLOCKS 32
 
 /*
  * q4, prefill: block b of groups ga and gb transposed. Lane l of register
@@ -193,23 +183,6 @@ static inline __attribute__((always_inline)) rows8_block q4_rows8_transpose(cons
         out.w[4 + k] = _mm256_and_si256(_mm256_srli_epi16(v[k], 4), low4);
     }
     return out;
-}
-
-/*
- * q4, prefill: one token's products with a transposed block, one row per
- * 32-bit lane. A token needs broadcasts of four of its activations per
- * maddubs, and its eight maddubs of a block add up in 16 bits without
- * saturating (8 x 2 x 15 x 127 = 30480): one madd, one conversion and one
- * scaling per 256 products, where q4_group pays them per 64. The integer
- * sum starts from q4_base, -8 sum(x).
- */
-static inline __attribute__((always_inline)) __m256i q4_rows8_dot(const __m256i *w, const int8_t *x, int32_t q4_base) {
-    __m256i s16 = _mm256_setzero_si256();
-    for (int k = 0; k < 4; k++) {
-        s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(w[k], _mm256_broadcastd_epi32(_mm_loadu_si32(x + 4 * k))));
-        s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(w[4 + k], _mm256_broadcastd_epi32(_mm_loadu_si32(x + 16 + 4 * k))));
-    }
-    return _mm256_add_epi32(_mm256_madd_epi16(s16, _mm256_set1_epi16(1)), _mm256_set1_epi32(q4_base));
 }
 
 /*
@@ -245,129 +218,170 @@ static inline __attribute__((always_inline)) rows8_block q8_rows8_transpose(cons
     return out;
 }
 
-/*
- * q8, prefill: one token's products with a transposed block. Signed by
- * signed, as q8_group: |w| times x carrying w's sign, one sign per
- * maddubs. Two maddubs would overflow 16 bits (2 x 2 x 127 x 127), so each
- * is widened by its own madd.
- */
-static inline __attribute__((always_inline)) __m256i q8_rows8_dot(const __m256i *w, const __m256i *w_abs, const int8_t *x) {
-    const __m256i ones = _mm256_set1_epi16(1);
-    __m256i p = _mm256_setzero_si256();
-    for (int k = 0; k < 8; k++) {
-        const __m256i xk = _mm256_sign_epi8(_mm256_broadcastd_epi32(_mm_loadu_si32(x + 4 * k)), w[k]);
-        p = _mm256_add_epi32(p, _mm256_madd_epi16(_mm256_maddubs_epi16(w_abs[k], xk), ones));
-    }
-    return p;
-}
-
 static inline __attribute__((always_inline)) rows8_block rows8_transpose(const uint8_t *ga, const uint8_t *gb, int64_t b, int q4) {
     return q4 ? q4_rows8_transpose(ga, gb, b) : q8_rows8_transpose(ga, gb, b);
 }
 
-/* One transposed column block b times T tokens, scaled and added to acc. */
-static inline __attribute__((always_inline)) void rows8_block_tokens(const moe_act *a, const rows8_block blk, int64_t b,
-                                                                     const int64_t *trow, int T, __m256 *acc, int q4) {
-    __m256i w_abs[8];
-    if (!q4)
-        for (int k = 0; k < 8; k++) w_abs[k] = _mm256_sign_epi8(blk.w[k], blk.w[k]);
-    #pragma GCC unroll 8
+/* Tokens per 16-row tile: with two 8-row blocks (RB = 2), 4 tokens' 8
+ * sums and a column's four weight registers fill the 16 registers; 3 ran
+ * as fast. */
+#define ROWS16_TILE 4
+
+/*
+ * Column k of a block (q4: dword k of the low nibbles and of the high;
+ * q8: dword k) of the RB 8-row blocks blk times T tokens, added to sum.
+ *
+ * q4: a token's eight maddubs of a block add up in 16 bits without
+ * saturating (8 x 2 x 15 x 127 = 30480): one madd, one conversion and one
+ * scaling per 256 products (in rows16_tile), where q4_group pays them per
+ * 64. q8: signed by signed, as q8_group: |w| times x carrying w's sign,
+ * one sign per maddubs. Two maddubs would overflow 16 bits
+ * (2 x 2 x 127 x 127), so each is widened by its own madd.
+ */
+static inline __attribute__((always_inline)) void rows16_column(const rows8_block *const blk[2], int RB, const int8_t *q,
+                                                                const int64_t *ab0, int64_t b, int T, int k,
+                                                                __m256i (*sum)[2], int q4) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i w[2], w2[2]; /* q4: low and high nibbles; q8: the weights and their magnitudes */
+    #pragma GCC unroll 2
+    for (int rb = 0; rb < RB; rb++) {
+        w[rb] = blk[rb]->w[k];
+        w2[rb] = q4 ? blk[rb]->w[4 + k] : _mm256_sign_epi8(w[rb], w[rb]);
+    }
+    #pragma GCC unroll 4
     for (int t = 0; t < T; t++) {
-        const int64_t ab = trow[t] * a->nb + b;
-        const int8_t *x = a->q + ab * MOE_QK;
-        const __m256i p = q4 ? q4_rows8_dot(blk.w, x, a->q4_base[ab]) : q8_rows8_dot(blk.w, w_abs, x);
-        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(blk.scale, _mm256_set1_ps(a->d[ab])), acc[t]);
+        const int8_t *x = q + (ab0[t] + b) * MOE_QK + 4 * k;
+        const __m256i xk = _mm256_broadcastd_epi32(_mm_loadu_si32(x));
+        const __m256i xh = q4 ? _mm256_broadcastd_epi32(_mm_loadu_si32(x + 16)) : xk;
+        #pragma GCC unroll 2
+        for (int rb = 0; rb < RB; rb++) {
+            if (q4)
+                sum[t][rb] = _mm256_add_epi16(sum[t][rb],
+                                              _mm256_add_epi16(_mm256_maddubs_epi16(w[rb], xk), _mm256_maddubs_epi16(w2[rb], xh)));
+            else
+                sum[t][rb] = _mm256_add_epi32(sum[t][rb],
+                                              _mm256_madd_epi16(_mm256_maddubs_epi16(w2[rb], _mm256_sign_epi8(xk, w[rb])), ones));
+            /* Keeps each sum one chain in one register: GCC would otherwise
+             * reassociate the additions into a tree over all k and spill
+             * its leaves (0.85x). */
+            __asm__("" : "+x"(sum[t][rb]));
+        }
     }
 }
 
-/* Tokens j..j+T-1 of the 8-row block (groups ga, gb) at row0 over column
- * blocks [b0, b1): from the strip that holds them transposed, or with
- * strip NULL each block transposed as it comes. From zero at block 0,
- * else adding to y. */
-static inline __attribute__((always_inline)) void rows8_tile(const moe_mm *mm, const uint8_t *ga, const uint8_t *gb,
-                                                             const rows8_block *strip, int64_t b0, int64_t b1,
-                                                             int64_t row0, int j, int T, int q4) {
+/*
+ * Tokens j..j+T-1 (T 1-4) times RB 8-row blocks (1 or 2; strip[rb] holds
+ * block rb's column blocks [b0, b1), transposed) at row0. Each of a
+ * token's broadcast activations feeds both 8-row blocks: the 8-row tiles
+ * that ran before spent a broadcast load per maddubs, and these ran 1.3x
+ * (q4) and 1.1x (q8) as fast at 64 tokens (bench/README.md, session 14).
+ * From zero at block 0, else adding to y.
+ */
+static inline __attribute__((always_inline)) void rows16_tile(const moe_mm *mm, const rows8_block (*strip)[STRIP_BLOCKS],
+                                                              int RB, int64_t b0, int64_t b1, int64_t row0, int j, int T,
+                                                              int q4) {
     /* a copy, read once: the kernels' vector stores may alias *mm->a */
     const moe_act act = *mm->a;
-    int64_t trow[ROWS8_TILE];
-    __m256 acc[ROWS8_TILE];
-    #pragma GCC unroll 8
+    const __m256i ones = _mm256_set1_epi16(1);
+    int64_t ab0[ROWS16_TILE]; /* token t's first activation block */
+    __m256 acc[ROWS16_TILE][2];
+    #pragma GCC unroll 4
     for (int t = 0; t < T; t++) {
-        trow[t] = mm->idx ? mm->idx[j + t] : j + t;
-        acc[t] = b0 ? _mm256_loadu_ps(mm->y + (j + t) * mm->ldy + row0) : _mm256_setzero_ps();
+        ab0[t] = (mm->idx ? mm->idx[j + t] : j + t) * act.nb;
+        #pragma GCC unroll 2
+        for (int rb = 0; rb < RB; rb++)
+            acc[t][rb] = b0 ? _mm256_loadu_ps(mm->y + (j + t) * mm->ldy + row0 + 8 * rb) : _mm256_setzero_ps();
     }
     for (int64_t b = b0; b < b1; b++) {
-        const rows8_block blk = strip ? strip[b - b0] : rows8_transpose(ga, gb, b, q4);
-        rows8_block_tokens(&act, blk, b, trow, T, acc, q4);
+        const rows8_block *blk[2] = {&strip[0][b - b0], &strip[RB - 1][b - b0]};
+        __m256i sum[ROWS16_TILE][2]; /* q4: 16-bit pair sums; q8: 32-bit sums */
+        #pragma GCC unroll 4
+        for (int t = 0; t < T; t++) sum[t][0] = sum[t][1] = _mm256_setzero_si256();
+        if (q4) {
+            #pragma GCC unroll 4
+            for (int k = 0; k < 4; k++) rows16_column(blk, RB, act.q, ab0, b, T, k, sum, 1);
+        } else {
+            #pragma GCC unroll 8
+            for (int k = 0; k < 8; k++) rows16_column(blk, RB, act.q, ab0, b, T, k, sum, 0);
+        }
+        #pragma GCC unroll 4
+        for (int t = 0; t < T; t++) {
+            const int64_t ab = ab0[t] + b;
+            const __m256 d = _mm256_set1_ps(act.d[ab]);
+            #pragma GCC unroll 2
+            for (int rb = 0; rb < RB; rb++) {
+                /* q4: the integer sum starts from q4_base, -8 sum(x) */
+                const __m256i p = q4 ? _mm256_add_epi32(_mm256_madd_epi16(sum[t][rb], ones), _mm256_set1_epi32(act.q4_base[ab]))
+                                     : sum[t][rb];
+                acc[t][rb] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(blk[rb]->scale, d), acc[t][rb]);
+            }
+        }
     }
-    #pragma GCC unroll 8
-    for (int t = 0; t < T; t++) _mm256_storeu_ps(mm->y + (j + t) * mm->ldy + row0, acc[t]);
+    #pragma GCC unroll 4
+    for (int t = 0; t < T; t++)
+        #pragma GCC unroll 2
+        for (int rb = 0; rb < RB; rb++) _mm256_storeu_ps(mm->y + (j + t) * mm->ldy + row0 + 8 * rb, acc[t][rb]);
 }
 
-/* Tokens [j, j1) over column blocks [b0, b1): tiles of ROWS8_TILE, then
- * the rest (1-7) as one tile (MOE_LEFTOVER_TILE). */
-static inline __attribute__((always_inline)) void rows8_tiles(const moe_mm *mm, const uint8_t *ga, const uint8_t *gb,
-                                                              const rows8_block *strip, int64_t b0, int64_t b1,
-                                                              int64_t row0, int j, int j1, int q4) {
-    for (; j + ROWS8_TILE <= j1; j += ROWS8_TILE) rows8_tile(mm, ga, gb, strip, b0, b1, row0, j, ROWS8_TILE, q4);
-#define ROWS8_TILE_OF(T) rows8_tile(mm, ga, gb, strip, b0, b1, row0, j, T, q4)
-    MOE_LEFTOVER_TILE(j1 - j, ROWS8_TILE_OF);
-#undef ROWS8_TILE_OF
-}
+/* From this many tokens on, q4 and q8 products go through rows16_strips;
+ * fewer stream their weights through q4_group and q8_group. From memory,
+ * on two Zen 3 cores, the 16-row kernels ran q4 at 3 tokens 0.98x and at
+ * 4 1.0x as fast as q4_group, q8 at 4 0.87x and at 6 1.10x as q8_group
+ * (bench/kernel-ab.sh). */
+#define ROWS16_MIN_TOKENS_Q4 4
+#define ROWS16_MIN_TOKENS_Q8 6
 
-/* From this many tokens on, 8-row blocks go through rows8_tokens:
- * q8's transpose costs more, and at 5 tokens it was 0.91x as fast as
- * q8_group, at 6 1.03x, at 8 1.11x (bench/kernel-ab.sh, Zen 3). */
-#define ROWS8_MIN_TOKENS_Q4 4
-#define ROWS8_MIN_TOKENS_Q8 6
-
-/* Tokens [j0, j1) through the 8-row block of groups g and g + 1 (ga, gb),
- * a strip of column blocks at a time. */
-static inline __attribute__((always_inline)) void rows8_strips(const moe_mm *mm, const uint8_t *ga, const uint8_t *gb,
-                                                               int64_t g, int j0, int j1, int q4) {
+/* Tokens [j0, j1) through the RB 8-row blocks (1 or 2) from group g on, a
+ * strip of column blocks at a time. */
+static inline __attribute__((always_inline)) void rows16_strips(const moe_mm *mm, int64_t g, int RB, int j0, int j1, int q4) {
     const int64_t nb = mm->a->nb;
-    rows8_block strip[ROWS8_STRIP_BLOCKS];
-    for (int64_t b0 = 0; b0 < nb; b0 += ROWS8_STRIP_BLOCKS) {
-        const int64_t b1 = b0 + ROWS8_STRIP_BLOCKS < nb ? b0 + ROWS8_STRIP_BLOCKS : nb;
-        for (int64_t b = b0; b < b1; b++) strip[b - b0] = rows8_transpose(ga, gb, b, q4);
-        rows8_tiles(mm, ga, gb, strip, b0, b1, g * 4, j0, j1, q4);
+    const size_t gstride = (size_t)nb * (q4 ? MOE_Q4_GROUP_BYTES : MOE_Q8_GROUP_BYTES);
+    const uint8_t *g0 = (const uint8_t *)mm->w->data + (size_t)g * gstride;
+    rows8_block strip[2][STRIP_BLOCKS];
+    for (int64_t b0 = 0; b0 < nb; b0 += STRIP_BLOCKS) {
+        const int64_t b1 = b0 + STRIP_BLOCKS < nb ? b0 + STRIP_BLOCKS : nb;
+        for (int rb = 0; rb < RB; rb++) {
+            const uint8_t *ga = g0 + 2 * (size_t)rb * gstride;
+            for (int64_t b = b0; b < b1; b++) strip[rb][b - b0] = rows8_transpose(ga, ga + gstride, b, q4);
+        }
+        int j = j0;
+        for (; j + ROWS16_TILE <= j1; j += ROWS16_TILE) rows16_tile(mm, strip, RB, b0, b1, g * 4, j, ROWS16_TILE, q4);
+#define ROWS16_TILE_OF(T) rows16_tile(mm, strip, RB, b0, b1, g * 4, j, T, q4)
+        if (j < j1) MOE_FOR_NQ(j1 - j, ROWS16_TILE_OF);
+#undef ROWS16_TILE_OF
     }
 }
 
 /* Out of line, so that the strip's 18 KiB stay off the stack frame of the
- * paths without one (inlined, it cost those 10-15 % at 8 tokens). */
-static __attribute__((noinline)) void rows8_strips_q4(const moe_mm *mm, const uint8_t *ga, const uint8_t *gb, int64_t g,
-                                                      int j0, int j1) {
-    rows8_strips(mm, ga, gb, g, j0, j1, 1);
+ * paths without one (inlined, the 8-row kernels' strip cost those 10-15 %
+ * at 8 tokens); RB a constant in each copy. */
+static __attribute__((noinline)) void rows16_strips_q4(const moe_mm *mm, int64_t g, int RB, int j0, int j1) {
+    if (RB == 2) rows16_strips(mm, g, 2, j0, j1, 1);
+    else rows16_strips(mm, g, 1, j0, j1, 1);
 }
-static __attribute__((noinline)) void rows8_strips_q8(const moe_mm *mm, const uint8_t *ga, const uint8_t *gb, int64_t g,
-                                                      int j0, int j1) {
-    rows8_strips(mm, ga, gb, g, j0, j1, 0);
-}
-
-/* Tokens [j0, j1) through the 8-row block of groups g and g + 1. */
-static inline __attribute__((always_inline)) void rows8_tokens(const moe_mm *mm, int64_t g, int j0, int j1, int q4) {
-    const int64_t nb = mm->a->nb;
-    const size_t gstride = (size_t)nb * (q4 ? MOE_Q4_GROUP_BYTES : MOE_Q8_GROUP_BYTES);
-    const uint8_t *ga = (const uint8_t *)mm->w->data + (size_t)g * gstride, *gb = ga + gstride;
-    if (j1 - j0 < ROWS8_STRIP_MIN_TOKENS) rows8_tiles(mm, ga, gb, NULL, 0, nb, g * 4, j0, j1, q4);
-    else if (q4) rows8_strips_q4(mm, ga, gb, g, j0, j1);
-    else rows8_strips_q8(mm, ga, gb, g, j0, j1);
+static __attribute__((noinline)) void rows16_strips_q8(const moe_mm *mm, int64_t g, int RB, int j0, int j1) {
+    if (RB == 2) rows16_strips(mm, g, 2, j0, j1, 0);
+    else rows16_strips(mm, g, 1, j0, j1, 0);
 }
 
-/* The 8-row kernels take a prompt's tokens in chunks of this many per pass
+/* The 16-row kernels take a prompt's tokens in chunks of this many per pass
  * over the weight rows, so that their int8 activations (2 KiB a token at
  * 2048 columns) stay in L2 while every 8-row block reads them. */
-#define ROWS8_TOKEN_CHUNK 128
+#define ROWS16_TOKEN_CHUNK 128
 
 static inline __attribute__((always_inline)) void mm_quant(const moe_mm *mm, int64_t r0, int64_t r1, int q4) {
     const size_t gbytes = q4 ? MOE_Q4_GROUP_BYTES : MOE_Q8_GROUP_BYTES;
     int64_t g = r0 / 4;
-    if (mm->n >= (q4 ? ROWS8_MIN_TOKENS_Q4 : ROWS8_MIN_TOKENS_Q8)) {
-        const int64_t g1 = g + (r1 - g * 4) / 8 * 2; /* the 8-row blocks, then single groups */
-        for (int j = 0; j < mm->n; j += ROWS8_TOKEN_CHUNK) {
-            const int j1 = j + ROWS8_TOKEN_CHUNK < mm->n ? j + ROWS8_TOKEN_CHUNK : mm->n;
-            for (int64_t g8 = g; g8 < g1; g8 += 2) rows8_tokens(mm, g8, j, j1, q4);
+    if (mm->n >= (q4 ? ROWS16_MIN_TOKENS_Q4 : ROWS16_MIN_TOKENS_Q8)) {
+        /* 16 rows at a time, then one block of 8 if 8 more rows are left, then single groups */
+        const int64_t g16 = g + (r1 - g * 4) / 16 * 4, g1 = g16 + (r1 - g16 * 4) / 8 * 2;
+        for (int j = 0; j < mm->n; j += ROWS16_TOKEN_CHUNK) {
+            const int j1 = j + ROWS16_TOKEN_CHUNK < mm->n ? j + ROWS16_TOKEN_CHUNK : mm->n;
+            for (int64_t gb = g; gb < g1; gb += 4) {
+                const int RB = g1 - gb >= 4 ? 2 : 1;
+                if (q4) rows16_strips_q4(mm, gb, RB, j, j1);
+                else rows16_strips_q8(mm, gb, RB, j, j1);
+            }
         }
         g = g1;
     }

@@ -501,9 +501,9 @@ int main(void) {
             if (simd[i]) {
                 test_shape(simd[i], (moe_dtype)d, 41, 96, 512, seed++);
                 test_shape(simd[i], (moe_dtype)d, 37, 70, 300, seed++); /* a partial token chunk */
-                /* crosses a strip of ROWS8_STRIP_BLOCKS (64) column blocks of the
-                 * AVX2 8-row kernels; the last strip partial */
-                test_shape(simd[i], (moe_dtype)d, 19, 2100, 21, seed++);
+                /* crosses strips of STRIP_BLOCKS (32) column blocks of the AVX2
+                 * 16-row kernels, the last partial; rows 16 + 8 + 3 */
+                test_shape(simd[i], (moe_dtype)d, 27, 2100, 21, seed++);
             }
 
     /* Large f32 products with contiguous activations go to BLAS (when built with it). */
