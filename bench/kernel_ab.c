@@ -88,8 +88,11 @@ int main(int argc, char **argv) {
             streamed[v] += (double)bytes * PRODUCTS * (double)done;
         }
     const double gbs_a = streamed[0] / seconds[0] / 1e9, gbs_b = streamed[1] / seconds[1] / 1e9;
-    printf("%s %d x %d, %d thread%s, %d token%s: A %.2f GB/s, B %.2f GB/s, B/A %.3f\n", moe_dtype_name((moe_dtype)dt), rows,
-           cols, threads, threads > 1 ? "s" : "", n, n > 1 ? "s" : "", gbs_a, gbs_b, gbs_b / gbs_a);
+    /* multiply-adds per second: prefill's measure, as GB/s is decode's */
+    const double macs_per_byte = (double)rows * cols * n / (double)bytes;
+    printf("%s %d x %d, %d thread%s, %d token%s: A %.2f GB/s (%.1f GMAC/s), B %.2f GB/s (%.1f GMAC/s), B/A %.3f\n",
+           moe_dtype_name((moe_dtype)dt), rows, cols, threads, threads > 1 ? "s" : "", n, n > 1 ? "s" : "", gbs_a,
+           gbs_a * macs_per_byte, gbs_b, gbs_b * macs_per_byte, gbs_b / gbs_a);
     moe_act_free(&a);
     free(src);
     free(x);
