@@ -578,10 +578,15 @@ static void scores_kt(float *s, int64_t lds, const float *q, int64_t ldq, int nq
                 acc[i][1] = _mm256_fmadd_ps(qj, k1, acc[i][1]);
             }
         }
-        for (int i = 0; i < nq; i++) {
-            _mm256_storeu_ps(s + i * lds + b * MOE_KT_BLOCK, _mm256_mul_ps(acc[i][0], vscale));
-            _mm256_storeu_ps(s + i * lds + b * MOE_KT_BLOCK + 8, _mm256_mul_ps(acc[i][1], vscale));
-        }
+        /* constant indices (unrolled, i < nq tested in each copy): with
+         * acc[i] indexed by a variable, GCC stored all eight accumulators to
+         * the stack on every step of the loop above */
+        #pragma GCC unroll 4
+        for (int i = 0; i < 4; i++)
+            if (i < nq) {
+                _mm256_storeu_ps(s + i * lds + b * MOE_KT_BLOCK, _mm256_mul_ps(acc[i][0], vscale));
+                _mm256_storeu_ps(s + i * lds + b * MOE_KT_BLOCK + 8, _mm256_mul_ps(acc[i][1], vscale));
+            }
     }
 }
 
