@@ -24,6 +24,10 @@
 
 #define TOK_TILE 4
 #define PREFETCH_AHEAD 4096 /* bytes: weights stream once, so ask for them early */
+/* The 16-row kernels' transposes read four groups' streams at once, a
+ * strip at a time: there 16 KiB ahead ran q4 1.03-1.08x as fast as 4 from
+ * memory at 8 and 64 tokens, q8 0.98-1.03x (bench/README.md, session 14). */
+#define STRIP_PREFETCH_AHEAD (4 * PREFETCH_AHEAD)
 
 static inline const float *act_row(const moe_mm *mm, int j) {
     return mm->a->x + (size_t)(mm->idx ? mm->idx[j] : j) * (size_t)mm->a->cols;
@@ -166,8 +170,8 @@ static inline __attribute__((always_inline)) rows8_block q4_rows8_transpose(cons
     /* after unpacking rows 0/2 and 1/3: dword k of rows 0-3 to lanes 0-3, k + 1 to lanes 4-7 */
     const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     const uint8_t *ba = ga + (size_t)b * MOE_Q4_GROUP_BYTES, *bb = gb + (size_t)b * MOE_Q4_GROUP_BYTES;
-    _mm_prefetch((const char *)ba + PREFETCH_AHEAD, _MM_HINT_T0);
-    _mm_prefetch((const char *)bb + PREFETCH_AHEAD, _MM_HINT_T0);
+    _mm_prefetch((const char *)ba + STRIP_PREFETCH_AHEAD, _MM_HINT_T0);
+    _mm_prefetch((const char *)bb + STRIP_PREFETCH_AHEAD, _MM_HINT_T0);
     out.scale = rows8_scales(ba, bb);
     __m256i k01[2], k23[2];
     for (int i = 0; i < 2; i++) {
@@ -193,10 +197,10 @@ static inline __attribute__((always_inline)) rows8_block q4_rows8_transpose(cons
 static inline __attribute__((always_inline)) rows8_block q8_rows8_transpose(const uint8_t *ga, const uint8_t *gb, int64_t b) {
     rows8_block out;
     const uint8_t *ba = ga + (size_t)b * MOE_Q8_GROUP_BYTES, *bb = gb + (size_t)b * MOE_Q8_GROUP_BYTES;
-    _mm_prefetch((const char *)ba + PREFETCH_AHEAD, _MM_HINT_T0);
-    _mm_prefetch((const char *)ba + PREFETCH_AHEAD + 64, _MM_HINT_T0);
-    _mm_prefetch((const char *)bb + PREFETCH_AHEAD, _MM_HINT_T0);
-    _mm_prefetch((const char *)bb + PREFETCH_AHEAD + 64, _MM_HINT_T0);
+    _mm_prefetch((const char *)ba + STRIP_PREFETCH_AHEAD, _MM_HINT_T0);
+    _mm_prefetch((const char *)ba + STRIP_PREFETCH_AHEAD + 64, _MM_HINT_T0);
+    _mm_prefetch((const char *)bb + STRIP_PREFETCH_AHEAD, _MM_HINT_T0);
+    _mm_prefetch((const char *)bb + STRIP_PREFETCH_AHEAD + 64, _MM_HINT_T0);
     out.scale = rows8_scales(ba, bb);
     __m256i r[8], u[8];
     for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_si256((const __m256i *)((i < 4 ? ba : bb) + 8 + 32 * (i & 3)));
