@@ -370,7 +370,7 @@ static __attribute__((noinline)) void rows16_strips_q8(const moe_mm *mm, int64_t
 
 /* The 16-row kernels take a prompt's tokens in chunks of this many per pass
  * over the weight rows, so that their int8 activations (2 KiB a token at
- * 2048 columns) stay in L2 while every 8-row block reads them. */
+ * 2048 columns) stay in L2 while every 16-row block reads them. */
 #define ROWS16_TOKEN_CHUNK 128
 
 static inline __attribute__((always_inline)) void mm_quant(const moe_mm *mm, int64_t r0, int64_t r1, int q4) {
