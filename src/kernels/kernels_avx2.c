@@ -228,7 +228,7 @@ static inline __attribute__((always_inline)) rows8_block rows8_transpose(const u
 
 /* Tokens per 16-row tile: with two 8-row blocks (RB = 2), 4 tokens' 8
  * sums and a column's four weight registers fill the 16 registers; 3 ran
- * as fast. */
+ * q4 0.92x and q8 0.97x as fast (64 tokens, in cache). */
 #define ROWS16_TILE 4
 
 /*
