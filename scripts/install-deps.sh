@@ -7,7 +7,7 @@ packages=(
   gcc pkg-config meson ninja-build
   libopenblas-dev libxxhash-dev libcjson-dev libpcre2-dev libutf8proc-dev libedit-dev tmux
   python3 python3-numpy
-  gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
+  gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user libsimde-dev
   nodejs
 )
 

@@ -21,7 +21,11 @@
  *       their sign bit (w + 128) once per block for all tokens, and each
  *       token's sum starts from -128 x sum(x).
  */
+#ifdef MOE_AVX512_EMULATED
+#include "avx512_emulated.h" /* tests: the same kernels on a CPU without AVX-512 */
+#else
 #include <immintrin.h>
+#endif
 #include <math.h>
 #include <string.h>
 

@@ -474,12 +474,24 @@ static void test_scores_kt(const moe_kernels *k, unsigned *seed) {
     }
 }
 
+#ifdef MOE_TEST_AVX512_EMULATED
+/* tests/meson.build: kernels_avx512.c built against SIMDe, for AVX2 CPUs */
+extern const moe_kernels moe_kernels_avx512_emulated;
+#endif
+
 int main(void) {
     enum { N_SIMD = 3 };
     const char *simd_isas[N_SIMD] = {"avx2", "avx512", "neon"};
     const moe_kernels *simd[N_SIMD];
     const moe_kernels *any_simd = NULL;
     for (int i = 0; i < N_SIMD; i++) {
+#ifdef MOE_TEST_AVX512_EMULATED
+        /* this build tests the emulated AVX-512 kernels only; the plain one the rest */
+        simd[i] = !strcmp(simd_isas[i], "avx512") ? &moe_kernels_avx512_emulated : NULL;
+        if (simd[i]) printf("testing avx512 kernels, emulated by SIMDe, against scalar\n");
+        if (simd[i] && !any_simd) any_simd = simd[i];
+        continue;
+#endif
         simd[i] = moe_kernels_for(simd_isas[i]);
         if (!simd[i]) printf("skip: %s kernels are not built for this target or not supported by this CPU\n", simd_isas[i]);
         else printf("testing %s kernels against scalar\n", simd_isas[i]);
