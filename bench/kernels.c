@@ -129,7 +129,7 @@ int main(int argc, char **argv) {
     unsigned seed = 1;
     for (int64_t i = 0; i < rows * cols; i++) src[i] = ((seed = seed * 1664525u + 1013904223u) >> 8) / 16777216.0f - 0.5f;
     for (int64_t i = 0; i < T * cols; i++) x[i] = ((seed = seed * 1664525u + 1013904223u) >> 8) / 16777216.0f - 0.5f;
-    static const char *const isas[] = {"scalar", "avx2", "avx512", "neon"};
+    static const char *const isas[] = {"scalar", "avx2", "avx512", "avx512bf16", "neon"};
     static const moe_dtype types[] = {MOE_Q4, MOE_Q8, MOE_BF16, MOE_F32};
     double peak = 0;
 #if defined(__x86_64__)
@@ -172,7 +172,7 @@ int main(int argc, char **argv) {
                 moe_act_free(&a);
             }
             printf("| %s | %s | %.2f | %.1f |", isas[i], moe_dtype_name(dt), result[0], result[1]);
-            if (peak > 0 && !strcmp(isas[i], "avx512") && moe_dtype_is_quant(dt)) printf(" %.0f%% |\n", 100 * result[1] / peak);
+            if (peak > 0 && !strncmp(isas[i], "avx512", 6) && moe_dtype_is_quant(dt)) printf(" %.0f%% |\n", 100 * result[1] / peak);
             else printf(" |\n");
             if (threads && k == moe_kernels_select(NULL, NULL))
                 printf("| %s, %d threads, %d products per call | %s | %.2f | | |\n", isas[i], threads, products,

@@ -395,7 +395,7 @@ static void usage(FILE *f) {
             "  --prefetch on|off read the next layer's predicted experts in the background (default off)\n"
             "  --no-mmap         read the model into memory instead of mapping it\n"
             "  --drop-caches     every run cold: no warm-up, the file's pages dropped, a fresh context\n"
-            "  MOE_ISA=scalar|avx2|avx512|neon forces the kernels.\n",
+            "  MOE_ISA=scalar|avx2|avx512|avx512bf16|neon forces the kernels.\n",
             moe_synthetic_names());
 }
 

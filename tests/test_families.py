@@ -455,7 +455,9 @@ def f32_bits_low(x):
 
 
 ISA_FLAGS = {"avx2": ["avx2", "fma", "f16c"],
-             "avx512": ["avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni"]}
+             "avx512": ["avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni"],
+             "avx512bf16": ["avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni",
+                            "avx512_bf16"]}
 
 
 def missing_cpu_flags(isa):

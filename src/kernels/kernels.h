@@ -103,6 +103,9 @@ typedef void (*moe_quantize_act_fn)(moe_act *a, int t0, int t1);
 typedef struct moe_kernels {
     const char *isa;
     moe_mm_kernel mm[MOE_DTYPE_COUNT];
+    /* 1: bf16 weights multiply the activations rounded to bf16 (nearest
+     * even; AVX512_BF16's vdpbf16ps), else the activations as they are */
+    int bf16_rounds_activations;
     moe_quantize_act_fn quantize_act;
     /* decode attention's inner loops, per cached position and head:
      * dot: sum a[i] b[i] (i < n), a query against a key;
@@ -149,7 +152,7 @@ static inline size_t moe_kt_index(int key, int j, int d) {
 }
 
 /* The best kernels this CPU runs, or those named by `force` ("scalar",
- * "avx2", "avx512", ...; NULL or "" for automatic). NULL with err when the forced ISA
+ * "avx2", "avx512", "avx512bf16", ...; NULL or "" for automatic). NULL with err when the forced ISA
  * is unknown or not supported here. */
 const moe_kernels *moe_kernels_select(const char *force, moe_error *err);
 /* The kernels of one ISA if built and supported by this CPU, else NULL. */
@@ -159,6 +162,7 @@ extern const moe_kernels moe_kernels_scalar;
 #if defined(__x86_64__)
 extern const moe_kernels moe_kernels_avx2;
 extern const moe_kernels moe_kernels_avx512;
+extern const moe_kernels moe_kernels_avx512bf16; /* avx512 with bf16 weights through vdpbf16ps */
 #endif
 #if defined(__aarch64__)
 extern const moe_kernels moe_kernels_neon;

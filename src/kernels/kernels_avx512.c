@@ -20,6 +20,9 @@
  *   q8: both sides are signed. The weights are made unsigned by flipping
  *       their sign bit (w + 128) once per block for all tokens, and each
  *       token's sum starts from -128 x sum(x).
+ *
+ * Two tables: "avx512", and "avx512bf16" for CPUs that also have
+ * AVX512_BF16, the same but for bf16 weights (mm_bf16_dot).
  */
 #ifdef MOE_AVX512_EMULATED
 #include "avx512_emulated.h" /* tests: the same kernels on a CPU without AVX-512 */
@@ -427,6 +430,92 @@ static inline __attribute__((always_inline)) void mm_float(const moe_mm *mm, int
     }
 }
 
+/*
+ * bf16 weights on CPUs with AVX512_BF16 (the "avx512bf16" kernels):
+ * vdpbf16ps multiplies pairs of bf16 values into f32 lanes, 32 products per
+ * instruction, where float_tile widens each 16 weights (two operations)
+ * for 16 FMAs. The activations are rounded to bf16 first (to nearest even),
+ * as llama.cpp's bf16 products do: at most 2^-9 of each activation, less
+ * than the int8 activations of q8 and q4 lose. The hardware treats bf16
+ * subnormals as zero.
+ */
+#ifdef MOE_AVX512_EMULATED
+#define BF16_TARGET /* SIMDe's versions need no AVX-512 */
+#else
+#define BF16_TARGET __attribute__((target("avx512bf16")))
+#endif
+
+static inline __mmask16 lanes16(int64_t n) { return n >= 16 ? 0xffff : n <= 0 ? 0 : (__mmask16)((1u << n) - 1); }
+
+/* The 32 values from column c of one row, as bf16 pairs: weights as
+ * stored, activations rounded; the first n only (n < 32: masked loads). */
+BF16_TARGET static inline __attribute__((always_inline)) __m512bh bf16_weights(const void *row, int64_t c, int64_t n) {
+    const uint16_t *p = (const uint16_t *)row + c;
+    if (n >= 32) return (__m512bh)_mm512_loadu_si512(p);
+    return (__m512bh)_mm512_maskz_loadu_epi16((__mmask32)((1ull << n) - 1), p);
+}
+BF16_TARGET static inline __attribute__((always_inline)) __m512bh bf16_acts(const float *x, int64_t c, int64_t n) {
+    if (n >= 32) return _mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + c + 16), _mm512_loadu_ps(x + c));
+    return _mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(lanes16(n - 16), x + c + 16), _mm512_maskz_loadu_ps(lanes16(n), x + c));
+}
+
+/* Columns c..c+n-1 (n <= 32) of four rows times TT tokens into acc. */
+BF16_TARGET static inline __attribute__((always_inline)) void bf16_block(__m512 (*acc)[4], const float *const x[4],
+                                                                      const void *const row[4], int64_t c, int64_t n,
+                                                                      const int TT) {
+    __m512bh xv[4];
+    #pragma GCC unroll 4
+    for (int k = 0; k < TT; k++) xv[k] = bf16_acts(x[k], c, n);
+    #pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) {
+        const __m512bh wv = bf16_weights(row[i], c, n);
+        #pragma GCC unroll 4
+        for (int k = 0; k < TT; k++) acc[i][k] = _mm512_dpbf16_ps(acc[i][k], wv, xv[k]);
+    }
+}
+
+/* float_tile's four rows times TT (1-4) tokens, through vdpbf16ps. */
+BF16_TARGET static inline __attribute__((always_inline)) void bf16_tile(const moe_mm *mm, const void *const row[4], int64_t r,
+                                                                     int nr, int j, const int TT) {
+    const int64_t cols = mm->w->cols;
+    const float *x[4];
+    #pragma GCC unroll 4
+    for (int k = 0; k < TT; k++) x[k] = act_row(mm, j + k);
+    __m512 acc[4][4];
+    #pragma GCC unroll 4
+    for (int i = 0; i < 4; i++)
+        #pragma GCC unroll 4
+        for (int k = 0; k < TT; k++) acc[i][k] = _mm512_setzero_ps();
+    int64_t c = 0;
+    for (; c + 32 <= cols; c += 32) bf16_block(acc, x, row, c, 32, TT);
+    if (c < cols) bf16_block(acc, x, row, c, cols - c, TT); /* masked */
+    #pragma GCC unroll 4
+    for (int k = 0; k < TT; k++) {
+        float sum[4];
+        #pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) sum[i] = _mm512_reduce_add_ps(acc[i][k]);
+        #pragma GCC unroll 4
+        for (int i = 0; i < nr; i++) mm->y[(j + k) * mm->ldy + r + i] = sum[i];
+    }
+}
+
+BF16_TARGET static void mm_bf16_dot(const moe_mm *mm, int64_t r0, int64_t r1) {
+    const moe_weight *w = mm->w;
+    for (int64_t r = r0; r < r1; r += 4) {
+        const int nr = r1 - r < 4 ? (int)(r1 - r) : 4;
+        const void *row[4];
+        for (int i = 0; i < 4; i++) row[i] = (const uint16_t *)w->data + (size_t)(r + (i < nr ? i : 0)) * w->cols;
+        int j = 0;
+        for (; j + 4 <= mm->n; j += 4) bf16_tile(mm, row, r, nr, j, 4);
+        switch (mm->n - j) {
+        case 3: bf16_tile(mm, row, r, nr, j, 3); break;
+        case 2: bf16_tile(mm, row, r, nr, j, 2); break;
+        case 1: bf16_tile(mm, row, r, nr, j, 1); break;
+        default: break;
+        }
+    }
+}
+
 static void mm_f32(const moe_mm *mm, int64_t r0, int64_t r1) { mm_float(mm, r0, r1, MOE_F32); }
 static void mm_f16(const moe_mm *mm, int64_t r0, int64_t r1) { mm_float(mm, r0, r1, MOE_F16); }
 static void mm_bf16(const moe_mm *mm, int64_t r0, int64_t r1) { mm_float(mm, r0, r1, MOE_BF16); }
@@ -623,19 +712,25 @@ static void from_half(float *dst, const uint16_t *src, int64_t n) {
     }
 }
 
-const moe_kernels moe_kernels_avx512 = {
-    .isa = "avx512",
-    .mm = {[MOE_F32] = mm_f32, [MOE_F16] = mm_f16, [MOE_BF16] = mm_bf16, [MOE_Q8] = mm_q8, [MOE_Q4] = mm_q4},
-    .quantize_act = quantize_act,
-    .dot = dot,
-    .axpy = axpy,
-    .dot_half = dot_half,
-    .axpy_half = axpy_half,
-    .scores_kt = scores_kt,
-    .wsum_tile = wsum_tile,
-    .wsum_tile_half = wsum_tile_half,
-    .swiglu = swiglu,
-    .softmax_exp = softmax_exp,
-    .to_half = to_half,
-    .from_half = from_half,
-};
+/* The two tables differ only in how bf16 weights multiply. */
+#define AVX512_KERNELS(name, mm_bf16_fn, rounds_bf16) \
+    { \
+        .isa = name, \
+        .mm = {[MOE_F32] = mm_f32, [MOE_F16] = mm_f16, [MOE_BF16] = mm_bf16_fn, [MOE_Q8] = mm_q8, [MOE_Q4] = mm_q4}, \
+        .bf16_rounds_activations = rounds_bf16, \
+        .quantize_act = quantize_act, \
+        .dot = dot, \
+        .axpy = axpy, \
+        .dot_half = dot_half, \
+        .axpy_half = axpy_half, \
+        .scores_kt = scores_kt, \
+        .wsum_tile = wsum_tile, \
+        .wsum_tile_half = wsum_tile_half, \
+        .swiglu = swiglu, \
+        .softmax_exp = softmax_exp, \
+        .to_half = to_half, \
+        .from_half = from_half, \
+    }
+
+const moe_kernels moe_kernels_avx512 = AVX512_KERNELS("avx512", mm_bf16, 0);
+const moe_kernels moe_kernels_avx512bf16 = AVX512_KERNELS("avx512bf16", mm_bf16_dot, 1);

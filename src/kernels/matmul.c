@@ -63,6 +63,7 @@ static int cpu_supports(const char *isa) {
         return cpu_supports("avx2") && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
                __builtin_cpu_supports("avx512vnni");
+    if (!strcmp(isa, "avx512bf16")) return cpu_supports("avx512") && __builtin_cpu_supports("avx512bf16");
 #endif
 #if defined(__aarch64__)
     if (!strcmp(isa, "neon")) return 1;
@@ -72,6 +73,7 @@ static int cpu_supports(const char *isa) {
 
 static const moe_kernels *const all_kernels[] = {
 #if defined(__x86_64__)
+    &moe_kernels_avx512bf16,
     &moe_kernels_avx512,
     &moe_kernels_avx2,
 #endif

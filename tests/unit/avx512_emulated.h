@@ -19,6 +19,7 @@
 #include <simde/x86/avx512.h>
 #include <immintrin.h> /* F16C, under the file's -mf16c */
 #include <stdint.h>
+#include <string.h>
 
 /* a 512-bit register's lanes, through memory */
 typedef union {
@@ -169,6 +170,36 @@ static inline simde__m512i emu_mm512_shuffle_i64x2(simde__m512i a, simde__m512i 
     return emu_to_si(&l);
 }
 #define _mm512_shuffle_i64x2(a, b, imm) emu_mm512_shuffle_i64x2(a, b, imm)
+#endif
+
+#ifndef _mm512_maskz_loadu_epi16
+static inline simde__m512i emu_mm512_maskz_loadu_epi16(simde__mmask32 m, const void *p) {
+    emu_lanes l;
+    for (int i = 0; i < 32; i++) l.u16[i] = m >> i & 1 ? ((const uint16_t *)p)[i] : 0;
+    return emu_to_si(&l);
+}
+#define _mm512_maskz_loadu_epi16(m, p) emu_mm512_maskz_loadu_epi16(m, p)
+#endif
+
+#ifndef _mm512_cvtne2ps_pbh
+/* vcvtne2ps2bf16: b's 16 values to bf16 0-15, a's to 16-31, rounded to
+ * nearest even; subnormals read as zero, NaN kept a (quiet) NaN */
+static inline uint16_t emu_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7f800000u) == 0) u &= 0x80000000u;
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)(u >> 16 | 0x40);
+    return (uint16_t)((u + 0x7fffu + (u >> 16 & 1)) >> 16);
+}
+static inline simde__m512bh emu_mm512_cvtne2ps_pbh(simde__m512 a, simde__m512 b) {
+    const emu_lanes la = emu_ps(a), lb = emu_ps(b);
+    emu_lanes l;
+    for (int i = 0; i < 16; i++) l.u16[i] = emu_bf16(lb.f32[i]), l.u16[16 + i] = emu_bf16(la.f32[i]);
+    simde__m512bh r;
+    memcpy(&r, &l, sizeof r);
+    return r;
+}
+#define _mm512_cvtne2ps_pbh(a, b) emu_mm512_cvtne2ps_pbh(a, b)
 #endif
 
 /* The reductions halve the vector each step, upper half onto lower. */

@@ -137,6 +137,17 @@ static void test_shape(const moe_kernels *simd, moe_dtype dt, int64_t rows, int6
         moe_act b = act_new(&f);
         float *z = malloc((size_t)n * (size_t)rows * 4);
         run(simd, &f, &b, z);
+        if (dt == MOE_BF16 && simd->bf16_rounds_activations) {
+            /* what those kernels compute: the activations rounded to bf16, in double */
+            for (int j = 0; j < n; j++) {
+                const float *x = f.x + (size_t)f.idx[j] * (size_t)cols;
+                for (int64_t r = 0; r < rows; r++) {
+                    double ref = 0;
+                    for (int64_t c = 0; c < cols; c++) ref += (double)f.wf[r * cols + c] * moe_bf16_to_f32(moe_f32_to_bf16(x[c]));
+                    y[(size_t)j * rows + r] = (float)ref;
+                }
+            }
+        }
         if (quant) {
             size_t nq = (size_t)n * (size_t)a.nb;
             CHECK(!memcmp(a.q, b.q, nq * MOE_QK) && !memcmp(a.d, b.d, nq * 4), "%s activation quantization differs",
@@ -476,19 +487,21 @@ static void test_scores_kt(const moe_kernels *k, unsigned *seed) {
 
 #ifdef MOE_TEST_AVX512_EMULATED
 /* tests/meson.build: kernels_avx512.c built against SIMDe, for AVX2 CPUs */
-extern const moe_kernels moe_kernels_avx512_emulated;
+extern const moe_kernels moe_kernels_avx512_emulated, moe_kernels_avx512bf16_emulated;
 #endif
 
 int main(void) {
-    enum { N_SIMD = 3 };
-    const char *simd_isas[N_SIMD] = {"avx2", "avx512", "neon"};
+    enum { N_SIMD = 4 };
+    const char *simd_isas[N_SIMD] = {"avx2", "avx512", "avx512bf16", "neon"};
     const moe_kernels *simd[N_SIMD];
     const moe_kernels *any_simd = NULL;
     for (int i = 0; i < N_SIMD; i++) {
 #ifdef MOE_TEST_AVX512_EMULATED
         /* this build tests the emulated AVX-512 kernels only; the plain one the rest */
-        simd[i] = !strcmp(simd_isas[i], "avx512") ? &moe_kernels_avx512_emulated : NULL;
-        if (simd[i]) printf("testing avx512 kernels, emulated by SIMDe, against scalar\n");
+        simd[i] = !strcmp(simd_isas[i], "avx512")       ? &moe_kernels_avx512_emulated
+                  : !strcmp(simd_isas[i], "avx512bf16") ? &moe_kernels_avx512bf16_emulated
+                                                        : NULL;
+        if (simd[i]) printf("testing %s kernels, emulated by SIMDe, against scalar\n", simd_isas[i]);
         if (simd[i] && !any_simd) any_simd = simd[i];
         continue;
 #endif
