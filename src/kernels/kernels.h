@@ -104,7 +104,8 @@ typedef struct moe_kernels {
     const char *isa;
     moe_mm_kernel mm[MOE_DTYPE_COUNT];
     /* 1: bf16 weights multiply the activations rounded to bf16 (nearest
-     * even; AVX512_BF16's vdpbf16ps), else the activations as they are */
+     * even; AVX512_BF16's vdpbf16ps), else the activations as they are.
+     * Such kernels run only when named (MOE_ISA). */
     int bf16_rounds_activations;
     moe_quantize_act_fn quantize_act;
     /* decode attention's inner loops, per cached position and head:

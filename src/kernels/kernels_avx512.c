@@ -22,7 +22,8 @@
  *       token's sum starts from -128 x sum(x).
  *
  * Two tables: "avx512", and "avx512bf16" for CPUs that also have
- * AVX512_BF16, the same but for bf16 weights (mm_bf16_dot).
+ * AVX512_BF16, the same but for bf16 weights (mm_bf16_dot); that one
+ * only when asked for (MOE_ISA, see moe_kernels_select).
  */
 #ifdef MOE_AVX512_EMULATED
 #include "avx512_emulated.h" /* tests: the same kernels on a CPU without AVX-512 */
