@@ -495,6 +495,12 @@ int main(void) {
     const char *simd_isas[N_SIMD] = {"avx2", "avx512", "avx512bf16", "neon"};
     const moe_kernels *simd[N_SIMD];
     const moe_kernels *any_simd = NULL;
+#ifdef MOE_TEST_AVX512_EMULATED
+    if (!moe_kernels_for("avx2")) {
+        printf("skip: the emulated AVX-512 kernels are built for AVX2, which this CPU lacks\n");
+        return 77;
+    }
+#endif
     for (int i = 0; i < N_SIMD; i++) {
 #ifdef MOE_TEST_AVX512_EMULATED
         /* this build tests the emulated AVX-512 kernels only; the plain one the rest */
