@@ -362,6 +362,42 @@ static inline __attribute__((always_inline)) __m512 load16(moe_dtype t, const vo
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
+/* The four weight rows of a float tile from row r on, esize bytes a value
+ * (the last one repeated where fewer than four are left before r1);
+ * returns how many are real. */
+static inline int tile_rows(const moe_mm *mm, int64_t r, int64_t r1, int64_t esize, const void *row[4]) {
+    const int nr = r1 - r < 4 ? (int)(r1 - r) : 4;
+    for (int i = 0; i < 4; i++)
+        row[i] = (const uint8_t *)mm->w->data + (size_t)(r + (i < nr ? i : 0)) * (size_t)(mm->w->cols * esize);
+    return nr;
+}
+
+/* A tile of TT tokens from token j: their activation rows, sums cleared. */
+static inline __attribute__((always_inline)) void tile_begin(const moe_mm *mm, int j, const int TT, const float *x[4],
+                                                             __m512 (*acc)[4]) {
+    #pragma GCC unroll 4
+    for (int k = 0; k < TT; k++) x[k] = act_row(mm, j + k);
+    #pragma GCC unroll 4
+    for (int i = 0; i < 4; i++)
+        #pragma GCC unroll 4
+        for (int k = 0; k < TT; k++) acc[i][k] = _mm512_setzero_ps();
+}
+
+/* The tile's sums into y: all four rows reduced, then the nr rows that
+ * exist stored. acc stays in registers only when every index into it is a
+ * constant (hence also the unroll pragmas). */
+static inline __attribute__((always_inline)) void tile_store(const moe_mm *mm, __m512 (*acc)[4], int64_t r, int nr, int j,
+                                                             const int TT) {
+    #pragma GCC unroll 4
+    for (int k = 0; k < TT; k++) {
+        float sum[4];
+        #pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) sum[i] = _mm512_reduce_add_ps(acc[i][k]);
+        #pragma GCC unroll 4
+        for (int i = 0; i < nr; i++) mm->y[(j + k) * mm->ldy + r + i] = sum[i];
+    }
+}
+
 /* Float weights: four rows times TT (1-4) tokens per pass, so each weight
  * load feeds TT FMAs and each activation load four: 16 FMAs per 8 loads
  * instead of 4 per 5 with one token at a time (prefill's f32 routers ran
@@ -371,13 +407,8 @@ static inline __attribute__((always_inline)) void float_tile(const moe_mm *mm, m
     const int64_t cols = mm->w->cols;
     const __mmask16 tail = (__mmask16)((1u << (cols % 16)) - 1);
     const float *x[4];
-    #pragma GCC unroll 4
-    for (int k = 0; k < TT; k++) x[k] = act_row(mm, j + k);
     __m512 acc[4][4];
-    #pragma GCC unroll 4
-    for (int i = 0; i < 4; i++)
-        #pragma GCC unroll 4
-        for (int k = 0; k < TT; k++) acc[i][k] = _mm512_setzero_ps();
+    tile_begin(mm, j, TT, x, acc);
     int64_t c = 0;
     for (; c + 16 <= cols; c += 16) {
         __m512 xv[4];
@@ -401,28 +432,16 @@ static inline __attribute__((always_inline)) void float_tile(const moe_mm *mm, m
             for (int k = 0; k < TT; k++) acc[i][k] = _mm512_fmadd_ps(wv, xv[k], acc[i][k]);
         }
     }
-    #pragma GCC unroll 4
-    for (int k = 0; k < TT; k++) {
-        /* all four sums, then the nr rows that exist: acc stays in registers only
-         * when every index into it is a constant (hence also the unroll pragmas) */
-        float sum[4];
-        #pragma GCC unroll 4
-        for (int i = 0; i < 4; i++) sum[i] = _mm512_reduce_add_ps(acc[i][k]);
-        #pragma GCC unroll 4
-        for (int i = 0; i < nr; i++) mm->y[(j + k) * mm->ldy + r + i] = sum[i];
-    }
+    tile_store(mm, acc, r, nr, j, TT);
 }
 
 static inline __attribute__((always_inline)) void mm_float(const moe_mm *mm, int64_t r0, int64_t r1, moe_dtype t) {
-    const moe_weight *w = mm->w;
-    const int64_t esize = t == MOE_F32 ? 4 : 2;
     for (int64_t r = r0; r < r1; r += 4) {
-        const int nr = r1 - r < 4 ? (int)(r1 - r) : 4;
         const void *row[4];
-        for (int i = 0; i < 4; i++) row[i] = (const uint8_t *)w->data + (size_t)(r + (i < nr ? i : 0)) * w->cols * esize;
+        const int nr = tile_rows(mm, r, r1, t == MOE_F32 ? 4 : 2, row);
         int j = 0;
         for (; j + 4 <= mm->n; j += 4) float_tile(mm, t, row, r, nr, j, 4);
-        switch (mm->n - j) {
+        switch (mm->n - j) { /* the last 1-3 tokens */
         case 3: float_tile(mm, t, row, r, nr, j, 3); break;
         case 2: float_tile(mm, t, row, r, nr, j, 2); break;
         case 1: float_tile(mm, t, row, r, nr, j, 1); break;
@@ -480,35 +499,22 @@ BF16_TARGET static inline __attribute__((always_inline)) void bf16_tile(const mo
                                                                      int nr, int j, const int TT) {
     const int64_t cols = mm->w->cols;
     const float *x[4];
-    #pragma GCC unroll 4
-    for (int k = 0; k < TT; k++) x[k] = act_row(mm, j + k);
     __m512 acc[4][4];
-    #pragma GCC unroll 4
-    for (int i = 0; i < 4; i++)
-        #pragma GCC unroll 4
-        for (int k = 0; k < TT; k++) acc[i][k] = _mm512_setzero_ps();
+    tile_begin(mm, j, TT, x, acc);
     int64_t c = 0;
     for (; c + 32 <= cols; c += 32) bf16_block(acc, x, row, c, 32, TT);
     if (c < cols) bf16_block(acc, x, row, c, cols - c, TT); /* masked */
-    #pragma GCC unroll 4
-    for (int k = 0; k < TT; k++) {
-        float sum[4];
-        #pragma GCC unroll 4
-        for (int i = 0; i < 4; i++) sum[i] = _mm512_reduce_add_ps(acc[i][k]);
-        #pragma GCC unroll 4
-        for (int i = 0; i < nr; i++) mm->y[(j + k) * mm->ldy + r + i] = sum[i];
-    }
+    tile_store(mm, acc, r, nr, j, TT);
 }
 
+/* mm_float's loop over tiles, with bf16_tile. */
 BF16_TARGET static void mm_bf16_dot(const moe_mm *mm, int64_t r0, int64_t r1) {
-    const moe_weight *w = mm->w;
     for (int64_t r = r0; r < r1; r += 4) {
-        const int nr = r1 - r < 4 ? (int)(r1 - r) : 4;
         const void *row[4];
-        for (int i = 0; i < 4; i++) row[i] = (const uint16_t *)w->data + (size_t)(r + (i < nr ? i : 0)) * w->cols;
+        const int nr = tile_rows(mm, r, r1, 2, row);
         int j = 0;
         for (; j + 4 <= mm->n; j += 4) bf16_tile(mm, row, r, nr, j, 4);
-        switch (mm->n - j) {
+        switch (mm->n - j) { /* the last 1-3 tokens */
         case 3: bf16_tile(mm, row, r, nr, j, 3); break;
         case 2: bf16_tile(mm, row, r, nr, j, 2); break;
         case 1: bf16_tile(mm, row, r, nr, j, 1); break;
